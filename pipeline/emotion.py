@@ -1,0 +1,309 @@
+"""Acoustic emotion: the trained head in ``models/emotion/`` applied to prosody feature vectors.
+
+The model (trained by ``scripts/train_emotion.py``, see ``pipeline.emotion_training`` and the card in
+``models/emotion/README.md``) has two logistic heads over the same telephone-band features:
+
+* ``relative``: features relative to the speaker's own baseline (an :class:`EmotionBaseline` that has
+  learnt from that speaker's calm-looking speech). Used as soon as the baseline is ready; this is the
+  one that carries across speakers, languages and channels.
+* ``global``: features standardised against the training population; used until then.
+
+:class:`EmotionModel` holds no per-call state and is safe to share between threads; each speaker of
+each call owns an :class:`EmotionBaseline`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, ModelUnavailableError
+from .prosody import ProsodyExtractor, ProsodyOptions
+
+logger = logging.getLogger(__name__)
+
+CLASSES: tuple[str, ...] = ("angry", "happy", "neutral", "sad")
+HIGH_AROUSAL: tuple[str, ...] = ("angry", "happy")
+# Valence of each class on the circumplex (Russell): pleasant +, unpleasant -. Valence of a prediction
+# is the probability-weighted mean, so it stays in [-1, 1].
+_VALENCE: Mapping[str, float] = {"angry": -0.8, "happy": 0.8, "neutral": 0.0, "sad": -0.6}
+MODEL_FILE = "weights.safetensors"
+META_FILE = "model.json"
+# ProsodyOptions fields that change the feature vector; the engine's extractor must match the model's.
+_VECTOR_OPTIONS = (
+    "fmin_hz", "fmax_hz", "analysis_sr_hz", "band_low_hz", "band_high_hz", "frame_ms", "hop_ms",
+    "active_range_db", "silence_floor_db", "voicing_threshold", "min_pause_s", "syllable_prominence_db",
+    "min_syllable_gap_s", "n_mels", "n_mfcc",
+)
+
+
+@dataclass(frozen=True)
+class EmotionOptions:
+    """Options of the emotion stage; the defaults equal the ``[emotion]`` section of callpulse.toml."""
+
+    enabled: bool = True
+    # "" = <repo>/models/emotion, or $CALLPULSE_MODELS/emotion when that variable is set.
+    model_dir: str = ""
+    # A speaker's baseline is used after this many calm windows/turns ...
+    baseline_min_updates: int = 3
+    # ... and then moves with an exponential memory of about this many updates.
+    baseline_memory_updates: int = 60
+    # Speech whose baseline-free arousal is below this counts as calm (EmotionModel.looks_calm).
+    calm_arousal_max: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.baseline_min_updates < 1:
+            raise ValueError(f"baseline_min_updates must be >= 1, got {self.baseline_min_updates}")
+        if self.baseline_memory_updates < self.baseline_min_updates:
+            raise ValueError("baseline_memory_updates must be >= baseline_min_updates")
+        if not 0.0 < self.calm_arousal_max <= 1.0:
+            raise ValueError(f"calm_arousal_max must be in (0, 1], got {self.calm_arousal_max}")
+
+
+@dataclass(frozen=True)
+class EmotionScores:
+    """Emotion of one window or turn of one speaker."""
+
+    label: str                       # angry | happy | neutral | sad
+    scores: Mapping[str, float]      # calibrated probabilities, summing to 1
+    arousal: float                   # [0, 1]: P(angry) + P(happy)
+    valence: float                   # [-1, 1]
+    source: str                      # "model:<id>/<head>"
+
+    def as_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "scores": {k: round(v, 4) for k, v in self.scores.items()},
+            "arousal": round(self.arousal, 4),
+            "valence": round(self.valence, 4),
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class Head:
+    """One logistic head: z = clip((x - mean) / scale), p = softmax((z @ weights + bias) / temperature)."""
+
+    names: tuple[str, ...]
+    mean: np.ndarray         # [d]
+    scale: np.ndarray        # [d]
+    weights: np.ndarray      # [d, k]
+    bias: np.ndarray         # [k]
+    temperature: float
+    clip: float
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "mean": np.ascontiguousarray(self.mean, dtype=np.float64),
+            "scale": np.ascontiguousarray(self.scale, dtype=np.float64),
+            "weights": np.ascontiguousarray(self.weights, dtype=np.float64),
+            "bias": np.ascontiguousarray(self.bias, dtype=np.float64),
+            "temperature": np.array([self.temperature], dtype=np.float64),
+            "clip": np.array([self.clip], dtype=np.float64),
+        }
+
+    @classmethod
+    def from_arrays(cls, names: Sequence[str], arrays: Mapping[str, np.ndarray]) -> "Head":
+        head = cls(
+            names=tuple(names), mean=arrays["mean"], scale=arrays["scale"], weights=arrays["weights"],
+            bias=arrays["bias"], temperature=float(arrays["temperature"][0]), clip=float(arrays["clip"][0]),
+        )
+        d = len(head.names)
+        if head.mean.shape != (d,) or head.scale.shape != (d,) or head.weights.shape[0] != d:
+            raise ValueError(f"head arrays do not match its {d} feature names")
+        return head
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """x [..., d] (nan = unknown, scored as the reference value) -> probabilities [..., k]."""
+        z = (x - self.mean) / self.scale
+        z = np.clip(np.where(np.isfinite(z), z, 0.0), -self.clip, self.clip)
+        logits = (z @ self.weights + self.bias) / self.temperature
+        logits = logits - logits.max(axis=-1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+class EmotionBaseline:
+    """One speaker's running baseline of the emotion feature vector (per call or per shift).
+
+    A nan-aware running mean learnt only from calm speech: a plain average over the first updates, then
+    an exponential memory of ``baseline_memory_updates``.
+    """
+
+    def __init__(self, n_features: int, options: EmotionOptions):
+        self.options = options
+        self._mean = np.zeros(n_features)
+        self._count = np.zeros(n_features)
+        self._updates = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._updates >= self.options.baseline_min_updates
+
+    @property
+    def n_updates(self) -> int:
+        return self._updates
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Current baseline [d]; nan for features never observed."""
+        return np.where(self._count > 0, self._mean, np.nan)
+
+    def update(self, vector: np.ndarray, *, calm: bool) -> None:
+        """Learn from one window/turn's vector if it is calm speech; anything else is ignored."""
+        if not calm:
+            return
+        x = np.asarray(vector, dtype=np.float64)
+        if x.shape != self._mean.shape:
+            raise ValueError(f"baseline expects vectors of shape {self._mean.shape}, got {x.shape}")
+        finite = np.isfinite(x)
+        if not finite.any():
+            return
+        self._updates += 1
+        self._count[finite] = np.minimum(self._count[finite] + 1, self.options.baseline_memory_updates)
+        self._mean[finite] += (x[finite] - self._mean[finite]) / self._count[finite]
+
+
+def default_model_dir() -> Path:
+    env = os.environ.get("CALLPULSE_MODELS")
+    root = Path(env) if env else Path(__file__).resolve().parents[1] / "models"
+    return root / "emotion"
+
+
+class EmotionModel:
+    """The trained emotion head. Load once per process; ``predict`` is stateless and thread-safe."""
+
+    def __init__(self, *, model_id: str, heads: Mapping[str, Head], vector_names: Sequence[str],
+                 prosody: ProsodyOptions, options: EmotionOptions):
+        self.model_id = model_id
+        self.options = options
+        self.vector_names = tuple(vector_names)
+        self.prosody_options = prosody
+        self._heads = dict(heads)
+        # Head inputs are named "rel:<feature>" (minus the speaker's baseline) or "abs:<feature>" (as is).
+        self._rel_index: dict[str, np.ndarray] = {}
+        self._abs_index: dict[str, np.ndarray] = {}
+        for name, head in heads.items():
+            rel = [n[4:] for n in head.names if n.startswith("rel:")]
+            ab = [n[4:] for n in head.names if n.startswith("abs:")]
+            if len(rel) + len(ab) != len(head.names) or head.names[: len(rel)] != tuple("rel:" + n for n in rel):
+                raise ModelUnavailableError(
+                    f"emotion model {model_id}: head {name!r} has malformed input names; rebuild it with "
+                    "`python scripts/train_emotion.py`"
+                )
+            unknown = sorted(set(rel + ab) - set(self.vector_names))
+            if unknown:
+                raise ModelUnavailableError(f"emotion model {model_id}: unknown features {unknown}")
+            self._rel_index[name] = np.array([self.vector_names.index(n) for n in rel], dtype=np.int64)
+            self._abs_index[name] = np.array([self.vector_names.index(n) for n in ab], dtype=np.int64)
+        if len(self._rel_index["global"]):
+            raise ModelUnavailableError(f"emotion model {model_id}: the global head must not need a baseline")
+        # An extractor configured exactly as in training, for predict_audio and for engines to share.
+        self.extractor = ProsodyExtractor(prosody)
+        if self.extractor.vector_names != self.vector_names:
+            raise ModelUnavailableError(
+                f"emotion model {model_id} was trained on a different feature vector than this version of "
+                "pipeline/prosody.py computes; rebuild it with `python scripts/train_emotion.py`"
+            )
+
+    @classmethod
+    def load(cls, options: EmotionOptions, *, prosody: ProsodyOptions | None = None) -> "EmotionModel":
+        """Load the model from ``options.model_dir``.
+
+        ``prosody``, when given, is the engine's prosody configuration: it must compute the same vector
+        the model was trained on, otherwise a ConfigError says which options differ.
+        """
+        model_dir = Path(options.model_dir) if options.model_dir else default_model_dir()
+        meta_path, weights_path = model_dir / META_FILE, model_dir / MODEL_FILE
+        if not meta_path.is_file() or not weights_path.is_file():
+            raise ModelUnavailableError(
+                f"no emotion model in {model_dir} (need {META_FILE} and {MODEL_FILE}); build it with "
+                "`python scripts/train_emotion.py` (EmoDB from $CALLPULSE_DATA), or set [emotion] model_dir"
+            )
+        try:
+            import safetensors.numpy
+
+            with open(meta_path, encoding="utf-8") as fh:
+                meta = json.load(fh)
+            arrays = safetensors.numpy.load_file(str(weights_path))
+            heads = {}
+            for name in ("global", "relative"):
+                sub = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(name + ".")}
+                heads[name] = Head.from_arrays(meta["heads"][name], sub)
+            trained_prosody = ProsodyOptions(**meta["prosody_options"])
+            if tuple(meta["classes"]) != CLASSES:
+                raise ValueError(f"model classes {meta['classes']} differ from {CLASSES}")
+        except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise ModelUnavailableError(
+                f"emotion model in {model_dir} is unreadable ({exc}); rebuild it with "
+                "`python scripts/train_emotion.py`"
+            ) from exc
+        if prosody is not None:
+            differ = [k for k in _VECTOR_OPTIONS if getattr(prosody, k) != getattr(trained_prosody, k)]
+            if differ:
+                raise ConfigError(
+                    f"[prosody] {', '.join(differ)} differ from what emotion model {meta['id']} was trained "
+                    "with; use the shipped values or retrain with `python scripts/train_emotion.py`"
+                )
+        model = cls(model_id=meta["id"], heads=heads, vector_names=meta["vector_names"],
+                    prosody=trained_prosody, options=options)
+        logger.info("loaded emotion model %s from %s", model.model_id, model_dir)
+        return model
+
+    def new_baseline(self) -> EmotionBaseline:
+        """A fresh per-speaker baseline (one per speaker per call, or per agent shift)."""
+        return EmotionBaseline(len(self.vector_names), self.options)
+
+    def predict(self, vector: np.ndarray, *, baseline: EmotionBaseline | None) -> EmotionScores:
+        """Emotion of one feature vector (from ``ProsodyExtractor.vector``).
+
+        Parameters
+        ----------
+        vector : np.ndarray [shape=(len(vector_names),)]
+        baseline : the speaker's EmotionBaseline, or None; the relative head is used once it is ready
+        """
+        x = np.asarray(vector, dtype=np.float64)
+        if x.shape != (len(self.vector_names),):
+            raise ValueError(
+                f"emotion vector must have shape ({len(self.vector_names)},), got {x.shape}: "
+                "pass the vector from ProsodyExtractor.vector"
+            )
+        name = "relative" if baseline is not None and baseline.ready else "global"
+        return self._scores(self._probabilities(name, x, baseline), source=f"model:{self.model_id}/{name}")
+
+    def looks_calm(self, vector: np.ndarray) -> bool:
+        """Whether this speech may update the speaker's baseline: the global head's arousal is below
+        ``calm_arousal_max``. Judged without the baseline so the baseline cannot drift towards
+        whatever it already calls calm; this is exactly how the training simulated live baselines."""
+        x = np.asarray(vector, dtype=np.float64)
+        p = self._probabilities("global", x, None)
+        high = [CLASSES.index(c) for c in HIGH_AROUSAL]
+        return float(p[high].sum()) < self.options.calm_arousal_max
+
+    def _probabilities(self, name: str, x: np.ndarray, baseline: EmotionBaseline | None) -> np.ndarray:
+        rel, ab = self._rel_index[name], self._abs_index[name]
+        parts = []
+        if len(rel):
+            parts.append(x[rel] - baseline.mean[rel])
+        if len(ab):
+            parts.append(x[ab])
+        return self._heads[name].probabilities(np.concatenate(parts))
+
+    def predict_audio(self, y: np.ndarray, *, sr: int, baseline: EmotionBaseline | None = None) -> EmotionScores:
+        """Extract features from one speaker's audio ``y`` [n] at ``sr`` Hz and predict."""
+        return self.predict(self.extractor.vector(y, sr=sr)[1], baseline=baseline)
+
+    def _scores(self, p: np.ndarray, *, source: str) -> EmotionScores:
+        probs = {c: float(v) for c, v in zip(CLASSES, p)}
+        arousal = float(sum(probs[c] for c in HIGH_AROUSAL))
+        valence = float(sum(probs[c] * _VALENCE[c] for c in CLASSES))
+        label = CLASSES[int(np.argmax(p))]
+        return EmotionScores(label=label, scores=probs, arousal=min(max(arousal, 0.0), 1.0),
+                             valence=min(max(valence, -1.0), 1.0), source=source)

@@ -1,0 +1,629 @@
+"""Training and speaker-independent evaluation of the acoustic emotion head (``scripts/train_emotion.py``).
+
+Protocol: EmoDB (10 speakers, German, acted, CC0), leave-one-speaker-out (LOSO) cross-validation for
+every choice. Each clip is seen twice: as recorded (16 kHz) and as telephone audio (resampled to 8 kHz,
+G.711 mu-law encoded and decoded). Both versions of the training speakers train the head; the held-out
+speaker is scored at each rate separately.
+
+Two heads are trained on the same features:
+
+* ``global``: features standardised with the training set's statistics; used when no speaker baseline
+  is ready. Absolute level (``energy_db``) is left out because telephone gain varies from call to call.
+* ``relative``: features minus the speaker's own baseline mean, divided by the pooled within-speaker
+  spread; used once the speaker's baseline is ready. In evaluation the baseline of a clip is the mean
+  of the *other* clips of the same speaker at the same rate (their audio only, never their labels).
+
+The head is multinomial logistic regression (numpy + scipy L-BFGS, zero initialisation: deterministic)
+with class-balanced weights, so the rarest class counts as much as the commonest and the model cannot
+score well by collapsing to one class. Probabilities are calibrated by temperature scaling.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import inspect
+import json
+import logging
+import math
+import os
+import time
+import zlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import librosa
+import numpy as np
+import safetensors.numpy
+import scipy.optimize
+import scipy.signal
+import soundfile as sf
+
+from .emotion import CLASSES, HIGH_AROUSAL, MODEL_FILE, META_FILE, Head
+from .errors import ModelUnavailableError
+from .prosody import ProsodyExtractor, ProsodyOptions
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Each clip is scored in three conditions. The model trains on the first two; the third is a transfer
+# check: the telephone version through a different "handset" (a per-speaker gain and spectral tilt the
+# model never saw), standing in for the unseen channels of real calls.
+TRAIN_CONDITIONS = ("16k", "8k-mulaw")
+CONDITIONS = TRAIN_CONDITIONS + ("8k-mulaw-other-handset",)
+
+# EmoDB's seven emotions; the four the product uses are kept, the rest are not part of the task.
+_EMODB_KEEP = set(CLASSES)
+
+# Feature sets compared under LOSO. "prosody" = the eGeMAPS-like scalar functionals; "+mfcc" adds
+# band-limited MFCC means and spreads (spectral envelope; more speaker- and language-specific).
+PROSODY_SET = "prosody"
+PROSODY_MFCC_SET = "prosody+mfcc"
+FEATURE_SETS = (PROSODY_SET, PROSODY_MFCC_SET)
+# Left out of the global head: depends on microphone and line gain, not on the speaker's state.
+GAIN_DEPENDENT = ("energy_db",)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Choices of one training run (the script's flags)."""
+
+    data_dir: Path
+    out_dir: Path
+    cache_dir: Path
+    feature_set: str = "auto"           # "auto" = the LOSO winner, or one of FEATURE_SETS
+    l2: float = -1.0                    # < 0: chosen by LOSO among L2_GRID
+    seed: int = 0
+
+
+L2_GRID = (1.0, 3.0, 10.0, 30.0)
+MIN_BASELINE_CLIPS = 3
+# How the training speakers' baselines are formed for the relative head (compared under LOSO).
+BASELINE_KINDS = ("all", "calm-labels", "calm-predicted")
+
+
+# ---------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Corpus:
+    """Feature vectors of every clip at each rate, with labels and speakers."""
+
+    files: tuple[str, ...]
+    speakers: np.ndarray        # [n] str
+    labels: np.ndarray          # [n] int index into CLASSES
+    vectors: Mapping[str, np.ndarray]   # rate -> [n, d]
+    names: tuple[str, ...]
+    extract_s: float
+
+
+def data_dir_default() -> Path:
+    env = os.environ.get("CALLPULSE_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+def read_manifest(emodb_dir: Path) -> list[dict[str, str]]:
+    path = emodb_dir / "manifest.csv"
+    if not path.is_file():
+        raise ModelUnavailableError(
+            f"EmoDB manifest {path} not found: point CALLPULSE_DATA (or --data) at the shared data folder "
+            "that holds emodb/manifest.csv"
+        )
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["emotion"] in _EMODB_KEEP]
+    rows.sort(key=lambda r: r["file"])
+    return rows
+
+
+def mulaw_encode(x: np.ndarray) -> bytes:
+    """G.711 mu-law encode.
+
+    Parameters
+    ----------
+    x : np.ndarray [shape=(n,)], int16 PCM
+
+    Returns
+    -------
+    bytes, one code per sample
+    """
+    bias, clip = 0x84, 32635
+    v = x.astype(np.int32)
+    sign = (v < 0).astype(np.int32)
+    mag = np.minimum(np.abs(v), clip) + bias
+    exponent = np.clip(np.floor(np.log2(mag)).astype(np.int32) - 7, 0, 7)
+    mantissa = (mag >> (exponent + 3)) & 0x0F
+    code = ~((sign << 7) | (exponent << 4) | mantissa) & 0xFF
+    return code.astype(np.uint8).tobytes()
+
+
+def mulaw_decode(data: bytes) -> np.ndarray:
+    """G.711 mu-law decode: bytes -> int16 ndarray [shape=(n,)]."""
+    bias = 0x84
+    code = ~np.frombuffer(data, dtype=np.uint8).astype(np.int32) & 0xFF
+    sign = code & 0x80
+    exponent = (code >> 4) & 0x07
+    mantissa = code & 0x0F
+    mag = (((mantissa << 3) + bias) << exponent) - bias
+    return np.where(sign != 0, -mag, mag).astype(np.int16)
+
+
+def telephone_version(y: np.ndarray, *, sr: int) -> np.ndarray:
+    """What a G.711 line delivers: resampled to 8 kHz, mu-law coded and decoded, float32 [n8]."""
+    y8 = librosa.resample(y.astype(np.float32), orig_sr=sr, target_sr=8000, res_type="soxr_hq")
+    pcm = np.clip(np.round(y8 * 32767.0), -32768, 32767).astype(np.int16)
+    return mulaw_decode(mulaw_encode(pcm)).astype(np.float32) / 32768.0
+
+
+def other_handset(y: np.ndarray, *, sr: int, speaker: str) -> np.ndarray:
+    """The clip as another handset and line would colour it: a gain of -12..+6 dB and a first-order
+    spectral tilt, drawn once per speaker (a call's channel is fixed), deterministic. Shape [n]."""
+    rng = np.random.default_rng(zlib.crc32(speaker.encode()))
+    gain = 10.0 ** (rng.uniform(-12.0, 6.0) / 20.0)
+    a = rng.uniform(-0.6, 0.6)   # zero: > 0 tilts towards highs (thin handset), < 0 towards lows
+    out = scipy.signal.lfilter([1.0, -a], [1.0], y.astype(np.float64)) * gain / (1.0 + abs(a))
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def _cache_key(rows: Sequence[Mapping[str, str]], prosody: ProsodyOptions) -> str:
+    # Key on what the vectors depend on: the extractor's code and options, the codec, the clip list.
+    h = hashlib.sha256()
+    h.update(Path(__file__).with_name("prosody.py").read_bytes())
+    for fn in (mulaw_encode, mulaw_decode, telephone_version, other_handset):
+        h.update(inspect.getsource(fn).encode())
+    h.update(repr(dataclasses.asdict(prosody)).encode())
+    for r in rows:
+        h.update(f"{r['file']},{r['speaker']},{r['emotion']};".encode())
+    return h.hexdigest()[:16]
+
+
+def load_corpus(data_dir: Path, *, prosody: ProsodyOptions, cache_dir: Path | None) -> Corpus:
+    """Extract (or load from the cache) the feature vectors of EmoDB in every condition."""
+    emodb = data_dir / "emodb"
+    rows = read_manifest(emodb)
+    extractor = ProsodyExtractor(prosody)
+    key = _cache_key(rows, prosody)
+    cache = cache_dir / f"emodb-features-{key}.npz" if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            vectors = {rate: z[rate] for rate in CONDITIONS}
+            extract_s = float(z["extract_s"])
+        logger.info("loaded cached features %s", cache)
+    else:
+        t0 = time.perf_counter()
+        vecs: dict[str, list[np.ndarray]] = {rate: [] for rate in CONDITIONS}
+        audio_s = 0.0
+        for r in rows:
+            y, sr = sf.read(emodb / r["file"], dtype="float32", always_2d=False)
+            audio_s += len(y) / sr
+            vecs["16k"].append(extractor.vector(y, sr=sr)[1])
+            vecs["8k-mulaw"].append(extractor.vector(telephone_version(y, sr=sr), sr=8000)[1])
+            other = other_handset(y, sr=sr, speaker=r["speaker"])
+            vecs["8k-mulaw-other-handset"].append(extractor.vector(telephone_version(other, sr=sr), sr=8000)[1])
+        vectors = {rate: np.vstack(v) for rate, v in vecs.items()}
+        extract_s = time.perf_counter() - t0
+        logger.info("extracted %d clips (%.0f s of audio) x %d conditions in %.1f s",
+                    len(rows), audio_s, len(CONDITIONS), extract_s)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, extract_s=extract_s, **vectors)
+    return Corpus(
+        files=tuple(r["file"] for r in rows),
+        speakers=np.array([r["speaker"] for r in rows]),
+        labels=np.array([CLASSES.index(r["emotion"]) for r in rows]),
+        vectors=vectors,
+        names=extractor.vector_names,
+        extract_s=extract_s,
+    )
+
+
+def feature_names(all_names: Sequence[str], feature_set: str, *, head: str) -> tuple[str, ...]:
+    if feature_set == PROSODY_SET:
+        names = [n for n in all_names if not n.startswith("mfcc")]
+    elif feature_set == PROSODY_MFCC_SET:
+        names = list(all_names)
+    else:
+        raise ValueError(f"unknown feature set {feature_set!r}; choose one of {FEATURE_SETS}")
+    if head == "global":
+        names = [n for n in names if n not in GAIN_DEPENDENT]
+    return tuple(names)
+
+
+# ---------------------------------------------------------------------------- normalisation
+def speaker_means(x: np.ndarray, speakers: np.ndarray, *, leave_self_out: bool) -> np.ndarray:
+    """Each row's speaker baseline mean [n, d]: the mean of the speaker's other rows (nan-aware)."""
+    out = np.empty_like(x)
+    for s in np.unique(speakers):
+        idx = np.flatnonzero(speakers == s)
+        block = x[idx]
+        finite = np.isfinite(block)
+        total = np.where(finite, block, 0.0).sum(axis=0)
+        count = finite.sum(axis=0)
+        if leave_self_out:
+            tot = total[None, :] - np.where(finite, block, 0.0)
+            cnt = count[None, :] - finite
+        else:
+            tot = np.broadcast_to(total, block.shape)
+            cnt = np.broadcast_to(count, block.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[idx] = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+    return out
+
+
+def pooled_within_std(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+    """Spread of each feature around its speaker's mean, pooled over speakers [d]."""
+    dev = x - speaker_means(x, speakers, leave_self_out=False)
+    sd = np.sqrt(np.nanmean(dev ** 2, axis=0))
+    return np.where(np.isfinite(sd) & (sd > 1e-9), sd, 1.0)
+
+
+def _nan_mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = np.nanmean(x, axis=0)
+    sd = np.nanstd(x, axis=0)
+    return np.where(np.isfinite(mean), mean, 0.0), np.where(np.isfinite(sd) & (sd > 1e-9), sd, 1.0)
+
+
+# ---------------------------------------------------------------------------- logistic regression
+def fit_logistic(z: np.ndarray, y: np.ndarray, *, l2: float, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced multinomial logistic regression. z [n, d] (no nan), y [n] -> W [d, k], b [k]."""
+    n, d = z.shape
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w_class = np.where(counts > 0, n / (n_classes * np.maximum(counts, 1)), 0.0)
+    sw = w_class[y] / n
+    onehot = np.eye(n_classes)[y]
+
+    def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        W = theta[: d * n_classes].reshape(d, n_classes)
+        b = theta[d * n_classes:]
+        logits = z @ W + b
+        logits -= logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        loss = -np.sum(sw * np.sum(onehot * logp, axis=1)) + 0.5 * l2 / n * np.sum(W * W)
+        g = (np.exp(logp) - onehot) * sw[:, None]
+        gW = z.T @ g + l2 / n * W
+        gb = g.sum(axis=0)
+        return loss, np.concatenate([gW.ravel(), gb])
+
+    theta0 = np.zeros(d * n_classes + n_classes)
+    res = scipy.optimize.minimize(loss_grad, theta0, jac=True, method="L-BFGS-B",
+                                  options={"maxiter": 2000, "gtol": 1e-8})
+    W = res.x[: d * n_classes].reshape(d, n_classes)
+    return W, res.x[d * n_classes:]
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """Temperature minimising the negative log-likelihood of held-out logits."""
+    def nll(log_t: float) -> float:
+        z = logits / math.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-np.mean(logp[np.arange(len(y)), y]))
+
+    res = scipy.optimize.minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
+    return float(math.exp(res.x))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------- metrics
+def uar(y_true: np.ndarray, y_pred: np.ndarray, labels: Iterable[int]) -> float:
+    recalls = [np.mean(y_pred[y_true == c] == c) for c in labels if np.any(y_true == c)]
+    return float(np.mean(recalls)) if recalls else math.nan
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, *, n_bins: int = 10) -> float:
+    """Top-label ECE with equal-width confidence bins."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs(conf[m].mean() - correct[m].mean())
+    return float(ece)
+
+
+def scores_summary(probs: np.ndarray, y: np.ndarray, speakers: np.ndarray) -> dict:
+    """Every figure the card reports, for one set of out-of-fold probabilities."""
+    k = len(CLASSES)
+    pred = probs.argmax(axis=1)
+    ang, neu = CLASSES.index("angry"), CLASSES.index("neutral")
+    an = np.isin(y, [ang, neu])
+    an_pred = np.where(probs[an, ang] >= probs[an, neu], ang, neu)
+    high = np.array([CLASSES.index(c) for c in HIGH_AROUSAL])
+    y_high = np.isin(y, high).astype(int)
+    p_high = (probs[:, high].sum(axis=1) >= 0.5).astype(int)
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (y, pred), 1)
+    return {
+        "uar_4class": uar(y, pred, range(k)),
+        "uar_angry_vs_neutral": uar(y[an], an_pred, [ang, neu]),
+        "uar_high_vs_low_arousal": uar(y_high, p_high, [0, 1]),
+        "accuracy": float(np.mean(pred == y)),
+        "ece": expected_calibration_error(probs, y),
+        "recall_per_class": {c: float(np.mean(pred[y == i] == i)) for i, c in enumerate(CLASSES)},
+        "uar_per_speaker": {
+            str(s): uar(y[speakers == s], pred[speakers == s], range(k)) for s in np.unique(speakers)
+        },
+        "predicted_share": {c: float(np.mean(pred == i)) for i, c in enumerate(CLASSES)},
+        "confusion": confusion.tolist(),
+    }
+
+
+# ---------------------------------------------------------------------------- LOSO
+@dataclass(frozen=True)
+class Design:
+    """Inputs of one head for every (rate, clip): z-scored features and the fitted normaliser."""
+
+    names: tuple[str, ...]
+    normalisation: str      # "global" | "speaker"
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Which features a head sees relative to the speaker's baseline (``rel``) and as they are (``abs``)."""
+
+    rel: tuple[str, ...]
+    abs: tuple[str, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple("rel:" + n for n in self.rel) + tuple("abs:" + n for n in self.abs)
+
+
+def _columns(corpus: Corpus, names: Sequence[str]) -> dict[str, np.ndarray]:
+    idx = [corpus.names.index(n) for n in names]
+    return {c: corpus.vectors[c][:, idx] for c in CONDITIONS}
+
+
+def _standardise(x: np.ndarray, mean: np.ndarray, scale: np.ndarray, clip: float) -> np.ndarray:
+    z = (x - mean) / scale
+    return np.clip(np.where(np.isfinite(z), z, 0.0), -clip, clip)
+
+
+@dataclass(frozen=True)
+class _Normaliser:
+    mean: np.ndarray
+    scale: np.ndarray
+
+
+def _fit_normaliser(spec: HeadSpec, x_rel: Mapping[str, np.ndarray], x_abs: Mapping[str, np.ndarray],
+                    speakers: np.ndarray, rows: np.ndarray) -> _Normaliser:
+    """Relative part: mean 0, pooled within-speaker spread; absolute part: population mean and spread."""
+    spk = np.concatenate([speakers[rows]] * len(TRAIN_CONDITIONS))
+    means, scales = [], []
+    if spec.rel:
+        stacked = np.vstack([x_rel[c][rows] for c in TRAIN_CONDITIONS])
+        means.append(np.zeros(len(spec.rel)))
+        scales.append(pooled_within_std(stacked, spk))
+    if spec.abs:
+        m, sd = _nan_mean_std(np.vstack([x_abs[c][rows] for c in TRAIN_CONDITIONS]))
+        means.append(m)
+        scales.append(sd)
+    return _Normaliser(np.concatenate(means), np.concatenate(scales))
+
+
+def _inputs(spec: HeadSpec, x_rel, x_abs, base, cond: str, rows: np.ndarray) -> np.ndarray:
+    parts = []
+    if spec.rel:
+        parts.append(x_rel[cond][rows] - base[cond][rows])
+    if spec.abs:
+        parts.append(x_abs[cond][rows])
+    return np.hstack(parts)
+
+
+def loso(
+    corpus: Corpus, spec: HeadSpec, *, l2: float, clip: float,
+    train_calm: Mapping[str, np.ndarray] | None = None, test_calm: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Out-of-fold logits per condition [n, k]: one model per held-out speaker, trained on the
+    TRAIN_CONDITIONS versions of the other speakers' clips.
+
+    The relative features of a clip are centred on its speaker's baseline: the mean of the speaker's
+    other clips in the same condition, or only of those flagged calm (condition -> bool [n]) in
+    ``train_calm`` (training speakers) and ``test_calm`` (the held-out one). A baseline only mixes clips
+    of one speaker, so it is computed for the whole corpus up front without leaking across folds.
+    """
+    spk, y = corpus.speakers, corpus.labels
+    x_rel, x_abs = _columns(corpus, spec.rel), _columns(corpus, spec.abs)
+    base_train = {c: baseline_means(x_rel[c], spk, None if train_calm is None else train_calm[c])
+                  for c in CONDITIONS} if spec.rel else {}
+    base_test = {c: baseline_means(x_rel[c], spk, None if test_calm is None else test_calm[c])
+                 for c in CONDITIONS} if spec.rel else {}
+    out = {c: np.zeros((len(y), len(CLASSES))) for c in CONDITIONS}
+    for s in np.unique(spk):
+        test, train = spk == s, spk != s
+        norm = _fit_normaliser(spec, x_rel, x_abs, spk, train)
+        z = np.vstack([_standardise(_inputs(spec, x_rel, x_abs, base_train, c, train), norm.mean, norm.scale, clip)
+                       for c in TRAIN_CONDITIONS])
+        W, b = fit_logistic(z, np.concatenate([y[train]] * len(TRAIN_CONDITIONS)), l2=l2, n_classes=len(CLASSES))
+        for c in CONDITIONS:
+            out[c][test] = _standardise(_inputs(spec, x_rel, x_abs, base_test, c, test),
+                                        norm.mean, norm.scale, clip) @ W + b
+    return out
+
+
+def baseline_means(x: np.ndarray, speakers: np.ndarray, calm: np.ndarray | None) -> np.ndarray:
+    """Baseline of each row [n, d]: nan-aware mean of the speaker's OTHER rows that are ``calm``.
+
+    ``calm`` None = all other rows. A speaker with fewer than MIN_BASELINE_CLIPS calm clips falls back
+    to all their other clips, as a live baseline would eventually learn from whatever speech there is.
+    """
+    if calm is None:
+        return speaker_means(x, speakers, leave_self_out=True)
+    out = np.empty_like(x)
+    for s in np.unique(speakers):
+        idx = np.flatnonzero(speakers == s)
+        for i in idx:
+            pool = [j for j in idx if j != i and calm[j]]
+            if len(pool) < MIN_BASELINE_CLIPS:
+                pool = [j for j in idx if j != i]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)   # an all-nan column stays nan, by design
+                out[i] = np.nanmean(x[pool], axis=0)
+    return out
+
+
+def loso_temperature(logits: np.ndarray, y: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+    """Probabilities where each speaker's temperature was fitted on the other speakers' logits."""
+    probs = np.zeros_like(logits)
+    for s in np.unique(speakers):
+        m = speakers == s
+        t = fit_temperature(logits[~m], y[~m])
+        probs[m] = softmax(logits[m] / t)
+    return probs
+
+
+# ---------------------------------------------------------------------------- the whole run
+_HEADLINE = ("uar_4class", "uar_angry_vs_neutral", "uar_high_vs_low_arousal", "ece")
+
+
+def candidate_specs(all_names: Sequence[str], feature_set: str) -> dict[str, HeadSpec]:
+    """The relative heads compared: baseline-relative features alone, or with the gain-independent
+    prosodic functionals as they are (absolute pitch level, spectral balance, rate...)."""
+    rel = feature_names(all_names, feature_set, head="relative")
+    return {
+        "relative": HeadSpec(rel=rel, abs=()),
+        "relative+absolute-prosody": HeadSpec(rel=rel, abs=feature_names(all_names, PROSODY_SET, head="global")),
+    }
+
+
+def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None = None,
+                       clip: float = 5.0, progress=print) -> dict:
+    """Compare feature sets, heads and baselines under LOSO, train the chosen heads, write the model.
+
+    Every choice (feature set, head inputs, L2, how training baselines are formed) is the one with the
+    best LOSO 4-class UAR in the worst of the three conditions, because the model must hold up on
+    telephone audio from handsets it never saw.
+    """
+    prosody = prosody or ProsodyOptions()
+    t_start = time.perf_counter()
+    corpus = load_corpus(options.data_dir, prosody=prosody, cache_dir=options.cache_dir)
+    y, spk = corpus.labels, corpus.speakers
+    progress(f"EmoDB: {len(y)} clips, {len(np.unique(spk))} speakers, features extracted in "
+             f"{corpus.extract_s:.1f} s ({len(CONDITIONS)} conditions); LOSO UAR (4 classes):")
+    l2_grid = L2_GRID if options.l2 < 0 else (options.l2,)
+    sets = FEATURE_SETS if options.feature_set == "auto" else (options.feature_set,)
+    comparison: dict[str, dict] = {}
+
+    def run(key: str, spec: HeadSpec, l2: float, **calm) -> tuple[float, dict, dict]:
+        logits = loso(corpus, spec, l2=l2, clip=clip, **calm)
+        probs = {c: loso_temperature(logits[c], y, spk) for c in CONDITIONS}
+        res = {c: scores_summary(probs[c], y, spk) for c in CONDITIONS}
+        comparison[key] = {c: {m: res[c][m] for m in _HEADLINE} for c in CONDITIONS}
+        progress(f"  {key:66s} " + "  ".join(f"{res[c]['uar_4class']:.3f}" for c in CONDITIONS))
+        return min(res[c]["uar_4class"] for c in CONDITIONS), res, logits
+
+    progress("  " + " " * 66 + " " + "  ".join(CONDITIONS))
+    # 1. The global head (no baseline): used until a baseline is ready, and it decides what looks calm.
+    best_g = None
+    for fs in sets:
+        spec = HeadSpec(rel=(), abs=feature_names(corpus.names, fs, head="global"))
+        for l2 in l2_grid:
+            score, res, logits = run(f"global | {fs} | no baseline | l2={l2:g}", spec, l2)
+            if best_g is None or score > best_g[0] + 1e-9:
+                best_g = (score, fs, l2, spec, res, logits)
+    _, fs_g, l2_g, spec_g, res_g, logits_g = best_g
+    high = [CLASSES.index(c) for c in HIGH_AROUSAL]
+    probs_g = {c: loso_temperature(logits_g[c], y, spk) for c in CONDITIONS}
+    calm_pred = {c: probs_g[c][:, high].sum(axis=1) < 0.5 for c in CONDITIONS}
+    calm_label = {c: ~np.isin(y, high) for c in CONDITIONS}
+    calm_kinds = {"all": None, "calm-labels": calm_label, "calm-predicted": calm_pred}
+
+    # 2. The baseline head. Live, a baseline learns only from calm-looking speech, so the held-out
+    #    speaker's baseline is the mean of their clips the global head calls calm (never their labels).
+    best_r = None
+    for fs in sets:
+        for head_name, spec in candidate_specs(corpus.names, fs).items():
+            for kind in BASELINE_KINDS:
+                for l2 in l2_grid:
+                    key = f"{head_name} | {fs} | train baseline {kind} | l2={l2:g}"
+                    score, res, logits = run(key, spec, l2, train_calm=calm_kinds[kind], test_calm=calm_pred)
+                    if best_r is None or score > best_r[0] + 1e-9:
+                        best_r = (score, f"{head_name} | {fs}", l2, kind, spec, res, logits)
+    _, choice_r, l2_r, kind_r, spec_r, res_r, logits_r = best_r
+    # The same head when the baseline is every other clip of the speaker, calm or not.
+    _, res_r_all, _ = run(f"{choice_r} | train baseline {kind_r} | l2={l2_r:g} | TEST baseline all clips",
+                          spec_r, l2_r, train_calm=calm_kinds[kind_r], test_calm=None)
+
+    details = {
+        "global": {"choice": f"global | {fs_g}", "l2": l2_g, **res_g,
+                   "uncalibrated_ece": {c: expected_calibration_error(softmax(logits_g[c]), y) for c in CONDITIONS}},
+        "relative": {"choice": choice_r, "l2": l2_r, "train_baseline": kind_r, **res_r,
+                     "uncalibrated_ece": {c: expected_calibration_error(softmax(logits_r[c]), y) for c in CONDITIONS}},
+        "relative_all_clips_baseline": res_r_all,
+        "calm_looking_share": {c: float(calm_pred[c].mean()) for c in CONDITIONS},
+    }
+
+    # 3. Final heads: every speaker, both training conditions; temperature from the LOSO logits.
+    heads = {
+        "global": _final_head(corpus, spec_g, l2_g, None, clip, logits_g),
+        "relative": _final_head(corpus, spec_r, l2_r, calm_kinds[kind_r], clip, logits_r),
+    }
+    train_s = time.perf_counter() - t_start
+    meta = write_model(options.out_dir, heads=heads, prosody=prosody, details=details,
+                       comparison=comparison, corpus=corpus, seed=options.seed)
+    # Timings vary from run to run, so they are reported, not written into the model files.
+    return {**meta, "train_s": train_s, "feature_extraction_s": corpus.extract_s}
+
+
+def _final_head(corpus: Corpus, spec: HeadSpec, l2: float, calm: Mapping[str, np.ndarray] | None,
+                clip: float, loso_logits: Mapping[str, np.ndarray]) -> Head:
+    spk, y = corpus.speakers, corpus.labels
+    x_rel, x_abs = _columns(corpus, spec.rel), _columns(corpus, spec.abs)
+    base = {c: baseline_means(x_rel[c], spk, None if calm is None else calm[c]) for c in CONDITIONS} if spec.rel else {}
+    rows = np.ones(len(y), dtype=bool)
+    norm = _fit_normaliser(spec, x_rel, x_abs, spk, rows)
+    z = np.vstack([_standardise(_inputs(spec, x_rel, x_abs, base, c, rows), norm.mean, norm.scale, clip)
+                   for c in TRAIN_CONDITIONS])
+    y_train = np.concatenate([y] * len(TRAIN_CONDITIONS))
+    W, b = fit_logistic(z, y_train, l2=l2, n_classes=len(CLASSES))
+    temperature = fit_temperature(np.vstack([loso_logits[c] for c in TRAIN_CONDITIONS]), y_train)
+    return Head(names=spec.names, mean=norm.mean, scale=norm.scale, weights=W, bias=b,
+                temperature=temperature, clip=clip)
+
+
+def write_model(out_dir: Path, *, heads: Mapping[str, Head], prosody: ProsodyOptions, details: dict,
+                comparison: dict, corpus: Corpus, seed: int) -> dict:
+    """Write the weights (safetensors) and model.json; both depend only on data, code and seed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    for head_name, head in heads.items():
+        for field, value in head.to_arrays().items():
+            arrays[f"{head_name}.{field}"] = value
+    # safetensors: no pickle, and byte-identical output for identical arrays (a zip would stamp times).
+    safetensors.numpy.save_file(arrays, str(out_dir / MODEL_FILE))
+    digest = hashlib.sha256((out_dir / MODEL_FILE).read_bytes()).hexdigest()
+    meta = {
+        "id": f"emodb-prosody-lr-{digest[:8]}",
+        "classes": list(CLASSES),
+        "high_arousal": list(HIGH_AROUSAL),
+        "heads": {name: list(head.names) for name, head in heads.items()},
+        "prosody_options": dataclasses.asdict(prosody),
+        "vector_names": list(corpus.names),
+        "weights_sha256": digest,
+        "trained_on": {"corpus": "EmoDB (CC0-1.0)", "clips": len(corpus.files),
+                       "speakers": sorted(set(corpus.speakers.tolist())),
+                       "conditions": list(TRAIN_CONDITIONS)},
+        "seed": seed,
+        "loso": _round(details),
+        "comparison": _round(comparison),
+    }
+    with open(out_dir / META_FILE, "w", encoding="utf-8") as fh:
+        json.dump(meta, fh, indent=1, ensure_ascii=False)
+        fh.write("\n")
+    return meta
+
+
+def _round(obj):
+    if isinstance(obj, float):
+        return round(obj, 4)
+    if isinstance(obj, dict):
+        return {k: _round(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_round(v) for v in obj]
+    return obj

@@ -1,0 +1,164 @@
+"""``callpulse evaluate text``: the text scorer alone, row by row, against labelled text.
+
+Manifest columns: ``text, label, language``. Truth labels map onto the scorer's classes:
+``negative``/``neutral``/``positive`` as they are; ``complaint`` -> negative and ``not_complaint`` ->
+non-negative; ``anger`` -> negative, and also the positive class of a separate "anger flag" view whose
+prediction is "the scorer raised one of ``anger_flags``".
+
+Each manifest (a *set*) is reported on its own:
+
+* the scorer's label against the truth over the union of both label sets (UAR over the truth classes,
+  per-class recall, confusion);
+* negative vs non-negative, the view that feeds caller agitation (predicted negative = label negative),
+  with the ROC AUC of ``-sentiment`` (threshold-free).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import EvaluationError
+from . import report
+from .manifests import default_data_dir, read_manifest
+from .metrics import confusion, roc_auc
+from .runner import Item, RunOptions, fingerprint, run_items
+
+log = logging.getLogger("pipeline.evaluate.text")
+
+SCORER_LABELS = ("negative", "neutral", "positive")
+# truth label in a manifest -> (sentiment class, is anger)
+TRUTH_MAP: dict[str, tuple[str, bool]] = {
+    "negative": ("negative", False), "neutral": ("neutral", False), "positive": ("positive", False),
+    "complaint": ("negative", False), "not_complaint": ("non-negative", False), "anger": ("negative", True),
+}
+DEFAULT_SETS = ("text/complaints_en.csv", "text/chnsenticorp_hotel_zh.csv")
+
+
+@dataclass(frozen=True)
+class TextEvalOptions:
+    """What ``evaluate text`` scores."""
+
+    manifests: tuple[str, ...] = ()    # () = the two sets in $CALLPULSE_DATA/text
+    limit: int = 0                     # rows per set (0 = all)
+    chunk_rows: int = 250              # rows per cached work item
+    anger_flags: tuple[str, ...] = ("anger", "abuse")
+
+    def __post_init__(self) -> None:
+        if self.limit < 0 or self.chunk_rows < 1:
+            raise ValueError("limit must be >= 0 and chunk_rows >= 1")
+
+
+def manifest_paths(options: TextEvalOptions) -> list[Path]:
+    if options.manifests:
+        return [Path(m) for m in options.manifests]
+    return [default_data_dir() / rel for rel in DEFAULT_SETS]
+
+
+def score_chunk(item: Item, *, scorer) -> dict[str, Any]:
+    out = []
+    for text, language in item.payload["rows"]:
+        s = scorer.score(text, language=language)
+        out.append({"sentiment": float(s.sentiment), "label": s.label, "flags": list(s.flags),
+                    "backend": s.backend})
+    return {"scores": out}
+
+
+def _evaluate_set(manifest: Path, *, options: TextEvalOptions, scorer, run: RunOptions, cache_dir: Path,
+                  signature: str) -> tuple[dict, list[list]]:
+    rows = read_manifest(manifest, required=("text", "label", "language"), audio=False,
+                         limit=options.limit or None)
+    truths = []
+    for r in rows:
+        label = r.get("label").lower()
+        if label not in TRUTH_MAP:
+            raise EvaluationError(f"{manifest}:{r.line}: label {label!r} is not one of {sorted(TRUTH_MAP)}")
+        truths.append(TRUTH_MAP[label])
+    items = []
+    for start in range(0, len(rows), options.chunk_rows):
+        chunk = [(r.fields.get("text") or "", r.get("language") or "auto") for r in rows[start:start + options.chunk_rows]]
+        digest = hashlib.sha1(repr(chunk).encode("utf-8")).hexdigest()[:10]
+        items.append(Item(f"{manifest.stem}-{start:06d}-{digest}", {"rows": chunk}))
+    results = run_items(items, lambda it: score_chunk(it, scorer=scorer), cache_dir=cache_dir, signature=signature,
+                        options=run, desc=f"text {manifest.stem}")
+    failed = [{"key": r.key, "error": r.error} for r in results if r.error]
+    if failed:
+        raise EvaluationError(f"text scoring failed on {manifest}: {failed[0]['error']}")
+    scores = [s for r in results for s in r.result["scores"]]
+    for s in scores:
+        if s["label"] not in SCORER_LABELS:
+            raise EvaluationError(f"the text scorer returned label {s['label']!r}, expected one of {SCORER_LABELS}")
+
+    sentiment_truth = [t for t, _ in truths]
+    binary = "non-negative" in sentiment_truth
+    order = ("negative", "non-negative", "neutral", "positive")
+    label_set = {"negative", "non-negative"} if binary else set(sentiment_truth) | set(SCORER_LABELS)
+    labels = tuple(label for label in order if label in label_set)
+    preds = [s["label"] if not binary else ("negative" if s["label"] == "negative" else "non-negative")
+             for s in scores]
+    main = confusion(sentiment_truth, preds, labels=labels)
+    is_neg = [t == "negative" for t in sentiment_truth]
+    neg_view = confusion(["negative" if n else "non-negative" for n in is_neg],
+                         ["negative" if s["label"] == "negative" else "non-negative" for s in scores],
+                         labels=("negative", "non-negative"))
+    figures: dict[str, Any] = {
+        "manifest": str(manifest), "n_items": len(rows),
+        "truth_counts": {label: sentiment_truth.count(label) for label in labels},
+        "uar": main.uar, "accuracy": main.accuracy, "per_class_recall": main.per_class_recall(),
+        "confusion": main.as_dict(),
+        "negative_vs_rest": {"uar": neg_view.uar, "confusion": neg_view.as_dict(),
+                             "roc_auc": roc_auc(is_neg, [-s["sentiment"] for s in scores])},
+        "predicted_share": {label: [s["label"] for s in scores].count(label) / len(scores) for label in SCORER_LABELS},
+        "backends": sorted({s["backend"] for s in scores}),
+    }
+    if any(anger for _, anger in truths):
+        anger_pred = ["anger" if set(s["flags"]) & set(options.anger_flags) else "other" for s in scores]
+        figures["anger_flag"] = confusion(["anger" if a else "other" for _, a in truths], anger_pred,
+                                          labels=("anger", "other")).as_dict()
+    # row = 1-based data row of the manifest (its CSV line minus the header)
+    pred_rows = [[manifest.stem, r.line - 1, r.get("label").lower(), s["label"], s["sentiment"], ";".join(s["flags"]),
+                  r.get("language")] for r, s in zip(rows, scores)]
+    return figures, pred_rows
+
+
+def evaluate_text(*, options: TextEvalOptions, config, run: RunOptions, out: Path, cache_dir: Path,
+                  scorer=None) -> report.EvalResult:
+    """Score every row of every set; writes predictions.csv and a confusion PNG per set."""
+    if scorer is None:
+        from ..text import TextScorer
+
+        scorer = TextScorer.load(config.text)
+    signature = fingerprint("text/1", repr(config.text), getattr(scorer, "options", None) and repr(scorer.options))
+    sets: dict[str, dict] = {}
+    all_rows: list[list] = []
+    sections = []
+    summary = ["text scorer on labelled text (negative / non-negative is the view that feeds agitation)"]
+    out.mkdir(parents=True, exist_ok=True)
+    for manifest in manifest_paths(options):
+        figures, rows = _evaluate_set(manifest, options=options, scorer=scorer, run=run,
+                                         cache_dir=cache_dir / "text", signature=signature)
+        sets[manifest.stem] = figures
+        all_rows += rows
+        conf = confusion_from_dict(figures["confusion"])
+        report.plot_confusion(conf, out / f"confusion_{manifest.stem}.png", title=f"text: {manifest.stem}")
+        nv = figures["negative_vs_rest"]
+        summary.append(f"  {manifest.stem}: {figures['n_items']} rows  UAR {report.fmt(figures['uar'])}  "
+                       f"accuracy {report.fmt(figures['accuracy'])}  negative-vs-rest UAR {report.fmt(nv['uar'])}  "
+                       f"AUC {report.fmt(nv['roc_auc'])}  recall " +
+                       "  ".join(f"{k} {report.fmt(v)}" for k, v in figures["per_class_recall"].items()
+                                 if figures["truth_counts"].get(k)))
+        sections.append(report.Section(f"{manifest.stem} ({figures['n_items']} rows, backends {figures['backends']})",
+                                       report.confusion_table(conf) + report.table(
+                                           ["view", "UAR", "ROC AUC"], [["negative vs rest", nv["uar"], nv["roc_auc"]]]),
+                                       images=(out / f"confusion_{manifest.stem}.png",)))
+    report.write_csv(out / "predictions.csv", headers=["set", "row", "truth", "predicted", "score", "flags", "language"],
+                     rows=all_rows)
+    return report.EvalResult(name="text", metrics={"sets": sets}, sections=sections, summary=summary)
+
+
+def confusion_from_dict(d: dict):
+    from .metrics import Confusion
+
+    return Confusion(tuple(d["labels"]), tuple(tuple(r) for r in d["counts"]))

@@ -1,0 +1,280 @@
+"""Live calls: one :class:`LiveCall` per call (its session, aligner and backlog), one :class:`CallManager`
+per service.
+
+Taps push per-party audio from the event loop; the aligner turns it into [agent, caller] blocks that
+wait in the call's backlog. Each call has one worker task that feeds the whole backlog to
+``session.feed`` in a thread pool, so a session is never fed from two threads at once and inference
+never runs on the event loop. Queue policy when the machine falls behind: the backlog is fed as one
+larger block (cheaper per second of audio), a warning is logged once the backlog exceeds
+``live.lag_warn_s``, and beyond ``live.max_backlog_s`` the oldest audio is dropped and counted (the
+call's later times shift by the dropped amount, which the call's ``dropped_audio_s`` states). Alerts
+are never dropped: they leave the worker as soon as ``feed`` returns them, recorded durably first.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import TapProtocolError
+from ..events import AlertEvent, CallEnded, LevelUpdate, StageError, TranscriptEvent
+from .options import LiveOptions
+from .taps import CallMeta, RoleAudio
+from .taps.aligner import Aligner
+
+log = logging.getLogger("pipeline.live.calls")
+
+
+class CallRejected(TapProtocolError):
+    """The service cannot take this call (too many calls, duplicate call id)."""
+
+
+def default_call_info(**fields: Any) -> Any:
+    from ..engine import CallInfo
+
+    return CallInfo(**fields)
+
+
+@dataclass
+class LiveCall:
+    meta: CallMeta
+    session: Any
+    aligner: Aligner
+    started_at: str
+    opened_mono: float
+    state: str = "live"  # live -> ending -> ended
+    pending: list = field(default_factory=list)
+    pending_samples: int = 0
+    fed_samples: int = 0
+    dropped_samples: int = 0
+    malformed: int = 0
+    frames: int = 0
+    level: dict | None = None
+    transcript: deque = field(default_factory=deque)
+    alerts: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    result: dict | None = None
+    end_reason: str | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # whoever holds it may use the session
+    connections: int = 1
+    last_lag_warning: float = 0.0
+
+    @property
+    def call_id(self) -> str:
+        return self.meta.call_id
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return self.meta.sample_rate_hz
+
+    def note_malformed(self, error: Exception) -> None:
+        self.malformed += 1
+        # Log the first few and then every 1000th, so a flood cannot flood the log too.
+        if self.malformed <= 3 or self.malformed % 1000 == 0:
+            log.warning("call %s: dropped a malformed frame (%d so far): %s", self.call_id, self.malformed,
+                        error, extra={"call_id": self.call_id})
+
+    def summary(self) -> dict:
+        return {
+            "call_id": self.call_id, "agent_id": self.meta.agent_id, "source": self.meta.source,
+            "state": self.state, "started_at": self.started_at, "sample_rate_hz": self.sample_rate_hz,
+            "layout": self.meta.layout,
+            "audio_s": round(self.fed_samples / self.sample_rate_hz, 2),
+            "backlog_s": round(self.pending_samples / self.sample_rate_hz, 2),
+            "dropped_audio_s": round(self.dropped_samples / self.sample_rate_hz, 2),
+            "malformed_frames": self.malformed, "level": self.level,
+            "transcript_tail": list(self.transcript),
+            "alerts": [a["id"] for a in self.alerts if a["state"] == "raised"],
+            "errors": self.errors[-5:], "end_reason": self.end_reason,
+        }
+
+
+class CallManager:
+    """Opens, feeds and finalises live calls. Event-loop side only; sessions run in ``executor``."""
+
+    def __init__(self, *, engine: Any, options: LiveOptions, executor: Executor,
+                 on_alert: Callable[[LiveCall, dict], None],
+                 on_update: Callable[[str, str, dict], None],
+                 on_ended: Callable[[LiveCall], Any],
+                 call_info: Callable[..., Any] = default_call_info) -> None:
+        self.engine = engine
+        self.options = options
+        self.executor = executor
+        self.on_alert = on_alert
+        self.on_update = on_update
+        self.on_ended = on_ended
+        self.call_info = call_info
+        self.live: dict[str, LiveCall] = {}
+        self.recent: deque[LiveCall] = deque(maxlen=options.recent_calls)
+
+    # --- opening -----------------------------------------------------------------------------
+
+    def open(self, meta: CallMeta) -> LiveCall:
+        if meta.call_id in self.live:
+            raise CallRejected(f"call {meta.call_id} is already live; a tap must use a fresh call id")
+        if len(self.live) >= self.options.max_calls:
+            raise CallRejected(f"{len(self.live)} calls are live, the limit live.max_calls; call {meta.call_id} "
+                               "refused (raise the limit only if the CPUs keep up: see scripts/bench_live.py)")
+        stereo = meta.layout == "stereo"
+        roles = ("agent", "caller") if stereo else ("mixed",)
+        sr = meta.sample_rate_hz
+        info = self.call_info(call_id=meta.call_id, sample_rate_hz=sr, n_channels=len(roles),
+                              agent_channel=0 if stereo else None, agent_id=meta.agent_id, source=meta.source,
+                              started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        session = self.engine.open_call(info)
+        aligner = Aligner(roles=roles, max_skew_samples=sr * self.options.max_skew_ms // 1000,
+                          max_gap_samples=int(sr * self.options.rtp_max_gap_s))
+        call = LiveCall(meta=meta, session=session, aligner=aligner, started_at=info.started_at,
+                        opened_mono=time.monotonic())
+        self.live[meta.call_id] = call
+        call.task = asyncio.get_running_loop().create_task(self._work(call), name=f"call-{meta.call_id}")
+        log.info("call %s opened from %s (%s, %d Hz, agent %s)", meta.call_id, meta.source, meta.layout, sr,
+                 meta.agent_id, extra={"call_id": meta.call_id})
+        self.on_update("call", meta.call_id, call.summary())
+        return call
+
+    # --- audio in ------------------------------------------------------------------------------
+
+    def push(self, call: LiveCall, audio: list[RoleAudio]) -> None:
+        if call.state != "live":
+            return
+        call.frames += 1
+        for piece in audio:
+            call.aligner.push(piece)
+        self._enqueue(call, call.aligner.pop())
+
+    def _enqueue(self, call: LiveCall, block: np.ndarray | None) -> None:
+        if block is None or block.shape[1] == 0:
+            return
+        call.pending.append(block)
+        call.pending_samples += block.shape[1]
+        sr = call.sample_rate_hz
+        limit = int(self.options.max_backlog_s * sr)
+        while call.pending_samples > limit and len(call.pending) > 1:
+            dropped = call.pending.pop(0)
+            call.pending_samples -= dropped.shape[1]
+            call.dropped_samples += dropped.shape[1]
+            log.error("call %s: %.1f s of audio waiting, more than live.max_backlog_s; dropped the oldest "
+                      "%.2f s (the machine cannot keep up: fewer calls, or [asr] model tiny/off)",
+                      call.call_id, call.pending_samples / sr, dropped.shape[1] / sr,
+                      extra={"call_id": call.call_id})
+        call.wake.set()
+
+    def end(self, call: LiveCall, *, reason: str) -> None:
+        """The tap is gone (hangup, BYE, disconnect): flush what is held and finalise in the worker."""
+        if call.state != "live":
+            return
+        call.connections -= 1
+        if call.connections > 0:
+            return
+        self._enqueue(call, call.aligner.pop(final=True))
+        call.state = "ending"
+        call.end_reason = reason
+        call.wake.set()
+        log.info("call %s ending (%s)", call.call_id, reason, extra={"call_id": call.call_id})
+
+    # --- the worker ------------------------------------------------------------------------------
+
+    async def _work(self, call: LiveCall) -> None:
+        loop = asyncio.get_running_loop()
+        sr = call.sample_rate_hz
+        try:
+            while True:
+                await call.wake.wait()
+                call.wake.clear()
+                while call.pending:
+                    blocks, call.pending = call.pending, []
+                    n = call.pending_samples
+                    call.pending_samples = 0
+                    block = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+                    lag_s = n / sr
+                    now = time.monotonic()
+                    if lag_s > self.options.lag_warn_s and now - call.last_lag_warning > 10:
+                        call.last_lag_warning = now
+                        log.warning("call %s: processing lags real time by %.1f s", call.call_id, lag_s,
+                                    extra={"call_id": call.call_id})
+                    floats = (block.astype(np.float32) / 32768.0)
+                    async with call.lock:
+                        events = await loop.run_in_executor(self.executor, call.session.feed, floats)
+                    call.fed_samples += n
+                    self._dispatch(call, events)
+                if call.state == "ending":
+                    break
+            async with call.lock:
+                events = await loop.run_in_executor(self.executor, call.session.finish)
+            self._dispatch(call, events)
+        except Exception as exc:  # the engine failed: the call must still end visibly, with what we have
+            log.exception("call %s: the engine failed (%s); the call is closed without a result", call.call_id,
+                          exc, extra={"call_id": call.call_id})
+            call.errors.append({"stage": "live", "t_s": call.fed_samples / sr, "message": str(exc)})
+        finally:
+            call.state = "ended"
+            self.live.pop(call.call_id, None)
+            self.recent.appendleft(call)
+            try:
+                await _maybe_await(self.on_ended(call))
+            finally:
+                call.done.set()
+                self.on_update("call", call.call_id, call.summary())
+
+    def _dispatch(self, call: LiveCall, events: list) -> None:
+        for event in events:
+            if isinstance(event, AlertEvent):
+                alert = event.as_json()
+                call.alerts.append(alert)
+                self.on_alert(call, alert)
+            elif isinstance(event, LevelUpdate):
+                call.level = {"t_s": round(event.t_s, 2), "caller_agitation": round(event.caller_agitation, 3),
+                              "agent_strain": round(event.agent_strain, 3), "reasons": list(event.reasons)}
+                self.on_update("level", call.call_id, {"call_id": call.call_id, **call.level})
+            elif isinstance(event, TranscriptEvent):
+                if not event.final:
+                    continue
+                line = {"speaker": event.speaker, "start_s": round(event.start_s, 2), "text": event.text,
+                        "sentiment": round(event.sentiment, 2), "flags": list(event.flags)}
+                call.transcript.append(line)
+                while len(call.transcript) > self.options.transcript_tail:
+                    call.transcript.popleft()
+                self.on_update("transcript", call.call_id, {"call_id": call.call_id, "tail": list(call.transcript)})
+            elif isinstance(event, StageError):
+                call.errors.append({"stage": event.stage, "t_s": round(event.t_s, 2), "message": event.message})
+                log.warning("call %s: stage %s failed at %.1f s: %s", call.call_id, event.stage, event.t_s,
+                            event.message, extra={"call_id": call.call_id})
+            elif isinstance(event, CallEnded):
+                call.result = dict(event.result)
+
+    async def result_so_far(self, call: LiveCall) -> dict:
+        """The engine's per-call JSON as far as the call has got (taken between two feeds)."""
+        if call.result is not None:
+            return call.result
+        result = getattr(call.session, "result", None)
+        if not callable(result):
+            return {"call_id": call.call_id, "alerts": call.alerts, "level": call.level}
+        async with call.lock:
+            if call.result is not None:
+                return call.result
+            return await asyncio.get_running_loop().run_in_executor(self.executor, result)
+
+    async def close_all(self, *, reason: str, timeout_s: float) -> None:
+        """End every live call and wait (bounded) for their results (service shutdown)."""
+        calls = list(self.live.values())
+        for call in calls:
+            call.connections = 1
+            self.end(call, reason=reason)
+        if calls:
+            await asyncio.wait([asyncio.ensure_future(c.done.wait()) for c in calls], timeout=timeout_s)
+
+
+async def _maybe_await(value: Any) -> None:
+    if asyncio.iscoroutine(value):
+        await value

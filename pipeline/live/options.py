@@ -1,0 +1,77 @@
+"""[live] options: the service's addresses, security, tap mappings, buffering and webhooks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROLES = ("agent", "caller")
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """[live] options (defaults equal ``pipeline/callpulse.toml``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    sip_enabled: bool = True
+    sip_port: int = 5070
+    audiosocket_enabled: bool = True
+    audiosocket_port: int = 9092
+    token: str = ""
+    sip_allow: tuple[str, ...] = ("127.0.0.1", "::1")
+    audiosocket_allow: tuple[str, ...] = ("127.0.0.1", "::1")
+    database: str = "callpulse-live.sqlite"
+    max_calls: int = 64
+    max_frame_bytes: int = 65536
+    max_malformed_per_call: int = 10000
+    call_id_keys: tuple[str, ...] = ("callId", "call_id", "uuid", "callSid", "sessionId")
+    agent_id_keys: tuple[str, ...] = ("agentId", "agent_id", "agent")
+    audio_fork_mono_role: str = "caller"
+    audio_fork_stereo_roles: tuple[str, ...] = ("caller", "agent")
+    twilio_inbound_role: str = "caller"
+    audiosocket_roles: tuple[str, ...] = ("caller", "agent")
+    sip_single_stream_role: str = "caller"
+    sip_agent_header: str = "X-Agent-Id"
+    siprec_agent_pattern: str = "agent"
+    jitter_buffer_ms: int = 60
+    rtp_max_gap_s: float = 5.0
+    rtp_idle_timeout_s: float = 30.0
+    max_skew_ms: int = 400
+    max_backlog_s: float = 30.0
+    lag_warn_s: float = 3.0
+    workers: int = 2
+    recent_calls: int = 50
+    transcript_tail: int = 6
+    feed_queue: int = 512
+    webhook_urls: tuple[str, ...] = ()
+    webhook_states: tuple[str, ...] = ("raised",)
+    webhook_timeout_s: float = 5.0
+    webhook_backoff_initial_s: float = 1.0
+    webhook_backoff_max_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("audio_fork_mono_role", "twilio_inbound_role", "sip_single_stream_role"):
+            value = getattr(self, name)
+            if value not in ROLES + (("mixed",) if name == "sip_single_stream_role" else ()):
+                raise ValueError(f"live.{name} must be one of {ROLES}, got {value!r}")
+        for name in ("audio_fork_stereo_roles", "audiosocket_roles"):
+            value = tuple(getattr(self, name))
+            if sorted(value) != sorted(ROLES):
+                raise ValueError(f"live.{name} must name each of {ROLES} once, got {value!r}")
+        for name in ("port", "sip_port", "audiosocket_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"live.{name} must be 0..65535 (0 = any free port)")
+        if self.max_frame_bytes < 1024:
+            raise ValueError("live.max_frame_bytes must be at least 1024")
+        if self.workers < 1 or self.max_calls < 1:
+            raise ValueError("live.workers and live.max_calls must be at least 1")
+        if self.jitter_buffer_ms < 0 or self.max_skew_ms < 20:
+            raise ValueError("live.jitter_buffer_ms must be >= 0 and live.max_skew_ms >= 20")
+        for state in self.webhook_states:
+            if state not in ("raised", "cleared"):
+                raise ValueError(f"live.webhook_states holds 'raised' and/or 'cleared', got {state!r}")
+        if self.webhook_backoff_initial_s <= 0 or self.webhook_backoff_max_s < self.webhook_backoff_initial_s:
+            raise ValueError("live.webhook_backoff_initial_s must be > 0 and <= webhook_backoff_max_s")
+
+    @property
+    def twilio_outbound_role(self) -> str:
+        return "agent" if self.twilio_inbound_role == "caller" else "caller"

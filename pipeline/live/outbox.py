@@ -1,0 +1,215 @@
+"""Live alerts, durable: an alert log and a webhook outbox in the results database.
+
+Every alert is written to ``live_alerts`` (what ``GET /api/alerts`` pages through) and, in the same
+transaction, one ``live_outbox`` row per webhook URL, *before* anyone is told about it. A sender task
+POSTs due rows with ``Idempotency-Key: <alert id>`` (``<alert id>.cleared`` for the clearing of an
+alert, so a receiver that honours the key still sees both), marks them delivered on a 2xx answer and
+otherwise retries with exponential backoff for as long as it takes: a dead endpoint delays an alert,
+a restart resumes where it stopped, nothing is dropped. Delivery is at-least-once; the key is what
+makes it exactly-once for the receiver.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import aiohttp
+
+from .options import LiveOptions
+
+log = logging.getLogger("pipeline.live.outbox")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS live_alerts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    agent_id TEXT,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    acked_at TEXT,
+    acked_by TEXT,
+    UNIQUE (alert_id, state)
+);
+CREATE TABLE IF NOT EXISTS live_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_seq INTEGER NOT NULL REFERENCES live_alerts(seq),
+    url TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    delivered_at TEXT,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS live_outbox_due ON live_outbox (delivered_at, next_attempt_at);
+"""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    url: str
+    key: str
+    attempts: int
+    body: str
+
+
+class AlertLog:
+    """The ``live_alerts`` and ``live_outbox`` tables on the store's connection (event-loop thread only)."""
+
+    def __init__(self, connection: sqlite3.Connection, options: LiveOptions) -> None:
+        self.db = connection
+        self.options = options
+        self.db.executescript(SCHEMA)
+        self.db.commit()
+
+    def record(self, alert: dict) -> dict | None:
+        """Store one alert event and queue its webhooks atomically. Returns it with ``seq`` and
+        ``created_at`` added, or None if this (id, state) was already recorded (a replayed event)."""
+        created = utc_now()
+        try:
+            with self.db:
+                cur = self.db.execute(
+                    "INSERT INTO live_alerts (alert_id, state, call_id, agent_id, body, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (alert["id"], alert["state"], alert["call_id"], alert.get("agent_id"),
+                     json.dumps(alert, ensure_ascii=False), created))
+                seq = cur.lastrowid
+                if alert["state"] in self.options.webhook_states:
+                    key = alert["id"] if alert["state"] == "raised" else f"{alert['id']}.{alert['state']}"
+                    now = time.time()
+                    self.db.executemany(
+                        "INSERT INTO live_outbox (alert_seq, url, idempotency_key, next_attempt_at) "
+                        "VALUES (?, ?, ?, ?)", [(seq, url, key, now) for url in self.options.webhook_urls])
+        except sqlite3.IntegrityError:
+            return None
+        return {**alert, "seq": seq, "created_at": created, "acked_at": None, "acked_by": None}
+
+    def list(self, *, since: int = 0, limit: int = 500) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT seq, body, created_at, acked_at, acked_by FROM live_alerts a WHERE seq > ? "
+            "ORDER BY seq LIMIT ?", (since, limit)).fetchall()
+        out = []
+        for seq, body, created, _, _ in rows:
+            alert = json.loads(body)
+            acked = self.db.execute(
+                "SELECT acked_at, acked_by FROM live_alerts WHERE alert_id = ? AND acked_at IS NOT NULL "
+                "LIMIT 1", (alert["id"],)).fetchone()
+            out.append({**alert, "seq": seq, "created_at": created,
+                        "acked_at": acked[0] if acked else None, "acked_by": acked[1] if acked else None})
+        return out
+
+    def ack(self, alert_id: str, *, by: str) -> dict | None:
+        """Acknowledge an alert (all its states). Returns the ack, or None for an unknown id."""
+        at = utc_now()
+        with self.db:
+            cur = self.db.execute(
+                "UPDATE live_alerts SET acked_at = COALESCE(acked_at, ?), acked_by = COALESCE(acked_by, ?) "
+                "WHERE alert_id = ?", (at, by, alert_id))
+        if cur.rowcount == 0:
+            return None
+        row = self.db.execute("SELECT acked_at, acked_by FROM live_alerts WHERE alert_id = ? LIMIT 1",
+                              (alert_id,)).fetchone()
+        return {"id": alert_id, "acked_at": row[0], "acked_by": row[1]}
+
+    def due(self, *, now: float, limit: int = 50) -> list[Delivery]:
+        rows = self.db.execute(
+            "SELECT o.id, o.url, o.idempotency_key, o.attempts, a.body FROM live_outbox o "
+            "JOIN live_alerts a ON a.seq = o.alert_seq WHERE o.delivered_at IS NULL AND o.next_attempt_at <= ? "
+            "ORDER BY o.next_attempt_at, o.id LIMIT ?", (now, limit)).fetchall()
+        return [Delivery(*row) for row in rows]
+
+    def next_due_at(self) -> float | None:
+        row = self.db.execute(
+            "SELECT MIN(next_attempt_at) FROM live_outbox WHERE delivered_at IS NULL").fetchone()
+        return row[0] if row else None
+
+    def mark_delivered(self, delivery_id: int) -> None:
+        with self.db:
+            self.db.execute("UPDATE live_outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL "
+                            "WHERE id = ?", (utc_now(), delivery_id))
+
+    def mark_failed(self, delivery_id: int, *, error: str, retry_at: float) -> None:
+        with self.db:
+            self.db.execute("UPDATE live_outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+                            "WHERE id = ?", (error[:500], retry_at, delivery_id))
+
+    def outbox_counts(self) -> dict:
+        pending, delivered = self.db.execute(
+            "SELECT SUM(delivered_at IS NULL), SUM(delivered_at IS NOT NULL) FROM live_outbox").fetchone()
+        return {"pending": pending or 0, "delivered": delivered or 0}
+
+
+def backoff_s(options: LiveOptions, attempts: int, *, rng: random.Random) -> float:
+    """Exponential backoff after ``attempts`` failures, capped, with +-10% jitter so many alerts queued
+    behind one dead endpoint do not retry in lockstep."""
+    base = min(options.webhook_backoff_initial_s * 2 ** max(0, attempts - 1), options.webhook_backoff_max_s)
+    return base * rng.uniform(0.9, 1.1)
+
+
+class WebhookSender:
+    """Delivers the outbox. One task per service; woken when an alert is recorded."""
+
+    def __init__(self, alerts: AlertLog, options: LiveOptions, *, concurrency: int = 8) -> None:
+        self.alerts = alerts
+        self.options = options
+        self.wake = asyncio.Event()
+        self._rng = random.Random()
+        self._sem = asyncio.Semaphore(concurrency)
+        self._inflight: set[int] = set()
+        self.delivered = 0
+        self.failures = 0
+
+    async def run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.options.webhook_timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                batch = [d for d in self.alerts.due(now=time.time()) if d.id not in self._inflight]
+                for delivery in batch:
+                    self._inflight.add(delivery.id)
+                    asyncio.create_task(self._deliver(http, delivery))
+                next_at = self.alerts.next_due_at()
+                wait = 1.0 if next_at is None else min(max(next_at - time.time(), 0.05), 1.0)
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=wait)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def _deliver(self, http: aiohttp.ClientSession, delivery: Delivery) -> None:
+        headers = {"Content-Type": "application/json", "Idempotency-Key": delivery.key,
+                   "User-Agent": "callpulse-live"}
+        error: str | None = None
+        try:
+            async with self._sem:
+                async with http.post(delivery.url, data=delivery.body.encode("utf-8"), headers=headers) as resp:
+                    await resp.read()
+                    if not 200 <= resp.status < 300:
+                        error = f"HTTP {resp.status}"
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        try:
+            if error is None:
+                self.alerts.mark_delivered(delivery.id)
+                self.delivered += 1
+                log.info("webhook %s delivered %s", delivery.url, delivery.key)
+            else:
+                self.failures += 1
+                delay = backoff_s(self.options, delivery.attempts + 1, rng=self._rng)
+                self.alerts.mark_failed(delivery.id, error=error, retry_at=time.time() + delay)
+                log.warning("webhook %s failed for %s (%s, attempt %d); retrying in %.1f s",
+                            delivery.url, delivery.key, error, delivery.attempts + 1, delay)
+        finally:
+            self._inflight.discard(delivery.id)
+            self.wake.set()

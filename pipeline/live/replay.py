@@ -1,0 +1,332 @@
+"""``callpulse replay``: stream a recorded stereo call into a tap, as a softphone or PBX would.
+
+Formats: ``audio-fork`` (FreeSWITCH mod_audio_fork, stereo L16), ``twilio`` (Media Streams, two mu-law
+tracks), ``audiosocket`` (two AudioSocket TCP connections with one UUID), ``sip`` (a plain SIP call whose
+one RTP stream is the caller's channel) and ``siprec`` (a SIPREC recording session with both parties as
+labelled streams). Packets are 20 ms; ``realtime`` paces them on an absolute schedule (no drift), else
+they go as fast as the peer takes them (UDP formats are still paced at ``max_speed`` times real time,
+because a UDP burst overflows socket buffers and would be measured as loss).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlparse, urlunparse, parse_qsl
+
+import aiohttp
+import numpy as np
+
+from ..audio import float_to_int16, load_audio, resample
+from ..errors import AudioFormatError, TapProtocolError
+from .taps import audiosocket as asock
+from .taps import siprec, twilio
+from .taps.audio_fork import SUBPROTOCOL, metadata_message
+from .taps.rtp import ENCODERS, build_rtp
+from .taps.sip import SipMessage, parse_sdp, parse_sip
+
+log = logging.getLogger("pipeline.live.replay")
+
+FORMATS = ("audio-fork", "twilio", "audiosocket", "sip", "siprec")
+PACKET_S = 0.02
+
+
+@dataclass(frozen=True)
+class ReplayCall:
+    """A call to replay: int16 [agent, caller] at ``sample_rate_hz``."""
+
+    call_id: str
+    agent_id: str | None
+    agent: np.ndarray
+    caller: np.ndarray
+    sample_rate_hz: int
+
+    @classmethod
+    def from_file(cls, path: str, *, agent_channel: int, call_id: str | None, agent_id: str | None) -> "ReplayCall":
+        audio = load_audio(path)
+        if audio.n_channels != 2:
+            raise AudioFormatError(f"{path} has {audio.n_channels} channel(s); replay needs a stereo call "
+                                   "(agent and caller on separate channels)")
+        samples = float_to_int16(audio.samples)
+        return cls(call_id or f"replay-{uuid.uuid4().hex[:10]}", agent_id, samples[agent_channel],
+                   samples[1 - agent_channel], audio.sample_rate_hz)
+
+    def at_rate(self, rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """Both parties at ``rate`` (explicit resampling: taps like Twilio are 8 kHz only)."""
+        if rate == self.sample_rate_hz:
+            return self.agent, self.caller
+        both = resample(np.stack([self.agent, self.caller]).astype(np.float32) / 32768.0,
+                        orig_sr=self.sample_rate_hz, target_sr=rate)
+        return float_to_int16(both[0]), float_to_int16(both[1])
+
+
+class Pacer:
+    """Absolute-schedule pacing: packet i leaves at start + i * 20 ms / speed (speed 0 = no pacing)."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.t0 = time.monotonic()
+
+    async def wait(self, i: int) -> None:
+        if self.speed <= 0:
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+            return
+        delay = self.t0 + i * PACKET_S / self.speed - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+def _with_token(url: str, token: str | None, **params: str) -> str:
+    parts = urlparse(url)
+    query = dict(parse_qsl(parts.query))
+    query.update(params)
+    if token:
+        query["token"] = token
+    return urlunparse(parts._replace(query=urlencode(query)))
+
+
+def _frames(n: int, step: int):
+    for i, start in enumerate(range(0, n, step)):
+        yield i, start, min(start + step, n)
+
+
+async def replay_audio_fork(call: ReplayCall, url: str, *, token: str | None, speed: float) -> None:
+    sr = call.sample_rate_hz
+    if sr not in (8000, 16000):
+        raise AudioFormatError(f"audio-fork carries 8 or 16 kHz, not {sr} Hz")
+    step = int(sr * PACKET_S)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # The fork's arguments (mix, rate) travel in the URL, as the metadata does not hold them.
+    target = _with_token(url, None, mix="stereo", rate=f"{sr // 1000}k")
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(target, protocols=(SUBPROTOCOL,), headers=headers) as ws:
+            await ws.send_str(metadata_message(call_id=call.call_id, agent_id=call.agent_id, mix="stereo",
+                                               rate_hz=sr))
+            pacer = Pacer(speed)
+            # mod_audio_fork stereo: the leg's caller first, the callee (the agent) second.
+            for i, a, b in _frames(call.caller.size, step):
+                await pacer.wait(i)
+                frame = np.stack([call.caller[a:b], call.agent[a:b]], axis=1).astype("<i2").tobytes()
+                await ws.send_bytes(frame)
+            await ws.close()
+
+
+async def replay_twilio(call: ReplayCall, url: str, *, token: str | None, speed: float) -> None:
+    agent, caller = call.at_rate(twilio.SAMPLE_RATE_HZ)
+    sid = "MZ" + secrets.token_hex(16)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    params = {"callId": call.call_id}
+    if call.agent_id:
+        params["agentId"] = call.agent_id
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(url, headers=headers) as ws:
+            await ws.send_str(twilio.connected_message())
+            await ws.send_str(twilio.start_message(stream_sid=sid, call_sid=call.call_id,
+                                                   tracks=["inbound", "outbound"], params=params))
+            pacer = Pacer(speed)
+            seq = 2
+            for i, a, b in _frames(caller.size, 160):
+                await pacer.wait(i)
+                for track, pcm in (("inbound", caller), ("outbound", agent)):
+                    await ws.send_str(twilio.media_message(stream_sid=sid, seq=seq, track=track, chunk=i + 1,
+                                                           timestamp_ms=i * 20, pcm=pcm[a:b]))
+                    seq += 1
+            await ws.send_str(twilio.stop_message(stream_sid=sid, call_sid=call.call_id, seq=seq))
+            await ws.close()
+
+
+def audiosocket_uuid(call_id: str) -> str:
+    """AudioSocket carries only a UUID, which becomes the service's call id: derived from ours."""
+    try:
+        return str(uuid.UUID(call_id))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, call_id))
+
+
+async def replay_audiosocket(call: ReplayCall, host: str, port: int, *, speed: float) -> None:
+    sr = call.sample_rate_hz if call.sample_rate_hz in (8000, 16000) else 8000
+    agent, caller = call.at_rate(sr)
+    call_uuid = audiosocket_uuid(call.call_id)
+    # One direction per connection; the service takes connections of one UUID in live.audiosocket_roles order.
+    conns = []
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(asock.encode_uuid(call_uuid))
+        conns.append(writer)
+    step = int(sr * PACKET_S)
+    pacer = Pacer(speed)
+    for i, a, b in _frames(caller.size, step):
+        await pacer.wait(i)
+        conns[0].write(asock.encode_audio(caller[a:b], rate_hz=sr))
+        conns[1].write(asock.encode_audio(agent[a:b], rate_hz=sr))
+        if i % 25 == 0:
+            await asyncio.gather(*(w.drain() for w in conns))
+    for writer in conns:
+        writer.write(asock.encode(asock.KIND_HANGUP))
+        await writer.drain()
+        writer.close()
+
+
+class _SipClient(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.responses: asyncio.Queue = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        try:
+            msg = parse_sip(data)
+        except TapProtocolError:
+            return
+        if msg.status is not None:
+            self.responses.put_nowait(msg)
+
+
+def _parse_sip_uri(uri: str) -> tuple[str, str, int]:
+    if not uri.startswith("sip:"):
+        raise AudioFormatError(f"SIP target {uri!r} must look like sip:analyze@127.0.0.1:5070")
+    user_host = uri[4:]
+    user, _, hostport = user_host.rpartition("@")
+    host, _, port = hostport.partition(":")
+    return user or "analyze", host, int(port or 5060)
+
+
+async def replay_sip(call: ReplayCall, uri: str, *, recording: bool, speed: float, timeout_s: float = 10.0) -> None:
+    user, host, port = _parse_sip_uri(uri)
+    agent, caller = call.at_rate(8000)
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    transport, proto = await loop.create_datagram_endpoint(_SipClient, local_addr=(host, 0), family=family)
+    local_port = transport.get_extra_info("sockname")[1]
+    rtp_sock = [socket.socket(family, socket.SOCK_DGRAM) for _ in range(2 if recording else 1)]
+    for s in rtp_sock:
+        s.bind((host, 0))
+    branch = lambda: "z9hG4bK" + secrets.token_hex(8)  # noqa: E731
+    tag = secrets.token_hex(4)
+    sip_call_id = call.call_id  # the service takes the Call-ID as the call id
+    ports = [s.getsockname()[1] for s in rtp_sock]
+    sdp_lines = ["v=0", f"o=replay 1 1 IN IP4 {host}", "s=callpulse replay", f"c=IN IP4 {host}", "t=0 0"]
+    labels = ["1", "2"]
+    for i, p in enumerate(ports):
+        sdp_lines += [f"m=audio {p} RTP/AVP 0 8", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000", "a=ptime:20",
+                      "a=sendonly"]
+        if recording:
+            sdp_lines.append(f"a=label:{labels[i]}")
+    sdp = ("\r\n".join(sdp_lines) + "\r\n").encode()
+    headers = [("via", f"SIP/2.0/UDP {host}:{local_port};branch={branch()};rport"),
+               ("max-forwards", "70"), ("from", f"<sip:replay@{host}>;tag={tag}"), ("to", f"<sip:{user}@{host}>"),
+               ("call-id", sip_call_id), ("cseq", "1 INVITE"), ("contact", f"<sip:replay@{host}:{local_port}>")]
+    if call.agent_id:
+        headers.append(("x-agent-id", call.agent_id))
+    if recording:
+        boundary = "callpulse-" + secrets.token_hex(6)
+        meta = siprec.build_metadata(session_id=secrets.token_hex(8), caller_aor=f"sip:caller@{host}",
+                                     agent_aor=f"sip:agent-{call.agent_id or 'unknown'}@{host}",
+                                     caller_label="1", agent_label="2")
+        body = (f"--{boundary}\r\nContent-Type: application/sdp\r\n\r\n".encode() + sdp +
+                f"\r\n--{boundary}\r\nContent-Type: application/rs-metadata+xml\r\n"
+                f"Content-Disposition: recording-session\r\n\r\n".encode() + meta + f"\r\n--{boundary}--\r\n".encode())
+        headers += [("require", "siprec"), ("content-type", f"multipart/mixed;boundary={boundary}")]
+    else:
+        body = sdp
+        headers.append(("content-type", "application/sdp"))
+    invite = SipMessage("INVITE", f"sip:{user}@{host}:{port}", None, None, headers, body)
+    try:
+        answer = await _transact(transport, proto, invite, (host, port), timeout_s=timeout_s)
+        if answer.status != 200:
+            raise TapProtocolError(f"the SIP peer answered {answer.status} {answer.reason}: "
+                                   f"{answer.get('warning') or ''}")
+        to_header = answer.get("to") or ""
+        ack_headers = [("via", f"SIP/2.0/UDP {host}:{local_port};branch={branch()};rport"), ("max-forwards", "70"),
+                       ("from", f"<sip:replay@{host}>;tag={tag}"), ("to", to_header), ("call-id", sip_call_id),
+                       ("cseq", "1 ACK")]
+        transport.sendto(SipMessage("ACK", f"sip:{user}@{host}:{port}", None, None, ack_headers).to_bytes(),
+                         (host, port))
+        media = [m for m in parse_sdp(answer.body).media]
+        targets = []
+        for m in media[:len(rtp_sock)]:
+            targets.append(None if m.port == 0 or not m.payload_types else (m.address or host, m.port, m.payload_types[0]))
+        streams = [caller, agent][:len(rtp_sock)]
+        ssrcs = [secrets.randbits(32) for _ in rtp_sock]
+        pacer = Pacer(speed if speed > 0 else 20.0)
+        seq0 = [secrets.randbits(16) for _ in rtp_sock]
+        ts0 = [secrets.randbits(32) for _ in rtp_sock]
+        for i, a, b in _frames(caller.size, 160):
+            await pacer.wait(i)
+            for k, target in enumerate(targets):
+                if target is None:
+                    continue
+                addr, rport, pt = target
+                packet = build_rtp(payload_type=pt, sequence=seq0[k] + i, timestamp=ts0[k] + 160 * i,
+                                   ssrc=ssrcs[k], payload=ENCODERS[pt](streams[k][a:b]), marker=i == 0)
+                rtp_sock[k].sendto(packet, (addr, rport))
+        bye_headers = [("via", f"SIP/2.0/UDP {host}:{local_port};branch={branch()};rport"), ("max-forwards", "70"),
+                       ("from", f"<sip:replay@{host}>;tag={tag}"), ("to", to_header), ("call-id", sip_call_id),
+                       ("cseq", "2 BYE")]
+        await _transact(transport, proto, SipMessage("BYE", f"sip:{user}@{host}:{port}", None, None, bye_headers),
+                        (host, port), timeout_s=timeout_s)
+    finally:
+        transport.close()
+        for s in rtp_sock:
+            s.close()
+
+
+async def _transact(transport, proto: _SipClient, request: SipMessage, addr, *, timeout_s: float) -> SipMessage:
+    """Send a request, retransmitting on UDP (RFC 3261 timer A), until a final response."""
+    data = request.to_bytes()
+    deadline = time.monotonic() + timeout_s
+    interval = 0.5
+    transport.sendto(data, addr)
+    next_send = time.monotonic() + interval
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            raise TapProtocolError(f"no final answer to SIP {request.method} from {addr[0]}:{addr[1]} "
+                                   f"within {timeout_s:.0f} s (is callpulse serve running with SIP on that port?)")
+        try:
+            msg = await asyncio.wait_for(proto.responses.get(), timeout=min(next_send, deadline) - now)
+        except asyncio.TimeoutError:
+            transport.sendto(data, addr)
+            interval = min(interval * 2, 4.0)
+            next_send = time.monotonic() + interval
+            continue
+        if msg.status >= 200 and msg.cseq[1] == request.method:
+            return msg
+
+
+async def replay(call: ReplayCall, *, fmt: str, to: str, token: str | None, speed: float) -> str:
+    """Stream ``call`` to a tap; returns the call id the service knows the call by."""
+    if fmt == "audio-fork":
+        await replay_audio_fork(call, to, token=token, speed=speed)
+    elif fmt == "twilio":
+        await replay_twilio(call, to, token=token, speed=speed)
+    elif fmt == "audiosocket":
+        parts = urlparse(to if "://" in to else f"tcp://{to}")
+        await replay_audiosocket(call, parts.hostname or "127.0.0.1", parts.port or 9092, speed=speed)
+        return audiosocket_uuid(call.call_id)
+    elif fmt in ("sip", "siprec"):
+        await replay_sip(call, to, recording=fmt == "siprec", speed=speed)
+    else:
+        raise AudioFormatError(f"unknown replay format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return call.call_id
+
+
+async def wait_for_result(api: str, call_id: str, *, token: str | None, timeout_s: float) -> dict:
+    """Poll ``GET /api/calls/<id>`` until the call has ended (bounded), and return its JSON."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(headers=headers) as http:
+        while time.monotonic() < deadline:
+            async with http.get(f"{api.rstrip('/')}/api/calls/{call_id}") as resp:
+                if resp.status == 200:
+                    body = await resp.json()
+                    if body.get("state") == "ended":
+                        return body
+            await asyncio.sleep(0.25)
+    raise TapProtocolError(f"call {call_id} did not end within {timeout_s:.0f} s at {api}")
+
+
+__all__ = ["FORMATS", "ReplayCall", "replay", "wait_for_result"]

@@ -1,0 +1,60 @@
+"""Measure the text scorer on the labelled text in $CALLPULSE_DATA/text (negative vs non-negative).
+
+Prints, per file: rows, UAR and both recalls at the configured threshold, the flag rates, ms per text, and
+UAR over a sweep of `negative_below` thresholds (for calibrating [text] negative_below).
+
+    python scripts/measure_text.py [--config my.toml] [--limit N] [--backend lexicon|transformers]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.text import TextScorer, measure_text_file  # noqa: E402
+
+FILES = ("complaints_en.csv", "chnsenticorp_hotel_zh.csv")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, help="a callpulse TOML overriding the shipped defaults")
+    parser.add_argument("--data", default=None, help="data folder (default $CALLPULSE_DATA or ../shared/data)")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N rows of each file")
+    parser.add_argument("--backend", default=None, help="override [text] backend")
+    parser.add_argument("--model-path", default=None, help="override [text] model_path")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    repo = Path(__file__).resolve().parents[1]
+    data = Path(args.data or os.environ.get("CALLPULSE_DATA") or repo.parent / "shared" / "data")
+    config = load_config(args.config)
+    changes = {}
+    if args.backend:
+        changes["backend"] = args.backend
+    if args.model_path:
+        changes["model_path"] = args.model_path
+    if changes:
+        config = config.replace("text", **changes)
+    scorer = TextScorer.load(config.text)
+    print(f"backend={config.text.backend} negative_below={config.text.negative_below}")
+    for name in FILES:
+        m = measure_text_file(scorer, data / "text" / name, limit=args.limit)
+        print(
+            f"{name}: n={m.n_texts} negative={m.n_negative} UAR={m.uar:.3f} "
+            f"recall_neg={m.recall_negative:.3f} recall_non_neg={m.recall_non_negative:.3f} "
+            f"flagged_neg={m.flag_rate_negative:.3f} flagged_non_neg={m.flag_rate_non_negative:.3f} "
+            f"ms_per_text={m.ms_per_text:.3f}"
+        )
+        sweep = "  ".join(f"{t:+.2f}:{m.uar_at(t):.3f}" for t in (-0.4, -0.3, -0.2, -0.1, -0.05, 0.0, 0.05, 0.1))
+        print(f"  UAR by negative_below  {sweep}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

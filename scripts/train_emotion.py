@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Train the acoustic emotion head on EmoDB and write models/emotion/ (weights + model.json).
+
+    python scripts/train_emotion.py                       # LOSO comparison, then train and write
+    python scripts/train_emotion.py --data /path/to/data  # folder holding emodb/ (default $CALLPULSE_DATA)
+
+Deterministic: the same data, code and library versions give byte-identical weights. Extracted
+features are cached under .cache/emotion/ (delete it to re-extract).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.emotion_training import (  # noqa: E402
+    CONDITIONS, FEATURE_SETS, TrainOptions, data_dir_default, evaluate_and_train,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=None, help="folder holding emodb/ (default $CALLPULSE_DATA "
+                    "or ../shared/data)")
+    ap.add_argument("--out", type=Path, default=REPO / "models" / "emotion")
+    ap.add_argument("--cache", type=Path, default=REPO / ".cache" / "emotion")
+    ap.add_argument("--feature-set", default="auto", choices=("auto",) + FEATURE_SETS)
+    ap.add_argument("--l2", type=float, default=-1.0, help="L2 penalty (default: chosen by LOSO)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    options = TrainOptions(data_dir=args.data or data_dir_default(), out_dir=args.out,
+                           cache_dir=args.cache, feature_set=args.feature_set, l2=args.l2, seed=args.seed)
+    meta = evaluate_and_train(options)
+    loso = meta["loso"]
+    print(f"\nmodel {meta['id']} written to {args.out}")
+    for head in ("global", "relative", "relative_all_clips_baseline"):
+        for rate in CONDITIONS:
+            r = loso[head][rate]
+            print(f"  {head:28s} {rate:23s} UAR4 {r['uar_4class']:.3f}  angry/neutral {r['uar_angry_vs_neutral']:.3f}"
+                  f"  arousal {r['uar_high_vs_low_arousal']:.3f}  ECE {r['ece']:.3f}")
+    print(f"training took {meta['train_s']:.1f} s (feature extraction {meta['feature_extraction_s']:.1f} s)")
+    print(json.dumps({k: loso["relative"][r]["recall_per_class"] for r in CONDITIONS for k in [r]}, indent=None))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
