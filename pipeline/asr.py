@@ -267,10 +267,12 @@ class Transcriber:
             if seg.words:
                 for w in seg.words:
                     idx = _span_index(spans, (w.start + w.end) / 2)
-                    off = spans[idx][2].start_s - spans[idx][0]
-                    text = _simplify(w.word, lang)
-                    words_by_turn[idx].append(Word(round(float(w.start + off), 3), round(float(w.end + off), 3), text,
-                                                   round(float(w.probability), 3)))
+                    span_start, span_end, chunk = spans[idx]
+                    # word edges can stray into the silence between packed turns: keep them in their turn
+                    start = min(max(w.start, span_start), span_end) - span_start + chunk.start_s
+                    end = min(max(w.end, span_start), span_end) - span_start + chunk.start_s
+                    words_by_turn[idx].append(Word(round(float(start), 3), round(float(max(end, start)), 3),
+                                                   _simplify(w.word, lang), round(float(w.probability), 3)))
             else:
                 idx = _span_index(spans, (seg.start + seg.end) / 2)
                 texts_by_turn[idx].append(_simplify(seg.text, lang))

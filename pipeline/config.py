@@ -134,11 +134,5 @@ def load_config(path: str | Path | None = None, *, overrides: Mapping[str, Any] 
         raise ConfigError(f"unknown config section(s) {unknown}; valid: {sorted(SECTIONS)}")
     sections = {}
     for name, spec in SECTIONS.items():
-        try:
-            cls = _load_class(spec)
-        except (ImportError, AttributeError):
-            # A stage that is not part of this build (e.g. live extras) keeps its raw table only.
-            sections[name] = raw.get(name, {})
-            continue
-        sections[name] = build_options(cls, raw.get(name, {}), where=name)
+        sections[name] = build_options(_load_class(spec), raw.get(name, {}), where=name)
     return Config(sections=sections, raw=raw)

@@ -278,14 +278,26 @@ class EmotionModel:
         name = "relative" if baseline is not None and baseline.ready else "global"
         return self._scores(self._probabilities(name, x, baseline), source=f"model:{self.model_id}/{name}")
 
-    def looks_calm(self, vector: np.ndarray) -> bool:
-        """Whether this speech may update the speaker's baseline: the global head's arousal is below
-        ``calm_arousal_max``. Judged without the baseline so the baseline cannot drift towards
-        whatever it already calls calm; this is exactly how the training simulated live baselines."""
-        x = np.asarray(vector, dtype=np.float64)
-        p = self._probabilities("global", x, None)
+    def looks_calm(self, vector_or_scores: np.ndarray | EmotionScores) -> bool:
+        """Whether this speech may update the speaker's baseline.
+
+        Pass the feature vector: calm then means the global (baseline-free) head's arousal is below
+        ``calm_arousal_max``, which is exactly how training formed baselines, and a baseline cannot
+        drift towards whatever it already calls calm. Given EmotionScores, their arousal is used.
+        """
+        if isinstance(vector_or_scores, EmotionScores):
+            return vector_or_scores.arousal < self.options.calm_arousal_max
+        p = self._probabilities("global", np.asarray(vector_or_scores, dtype=np.float64), None)
         high = [CLASSES.index(c) for c in HIGH_AROUSAL]
         return float(p[high].sum()) < self.options.calm_arousal_max
+
+    def baseline_from(self, vectors: Sequence[np.ndarray] | np.ndarray) -> EmotionBaseline:
+        """A speaker baseline learnt from other recordings of the speaker (their audio only), by the
+        live rule: each vector updates it if it looks calm. Used by evaluation and shift baselines."""
+        baseline = self.new_baseline()
+        for v in vectors:
+            baseline.update(v, calm=self.looks_calm(v))
+        return baseline
 
     def _probabilities(self, name: str, x: np.ndarray, baseline: EmotionBaseline | None) -> np.ndarray:
         rel, ab = self._rel_index[name], self._abs_index[name]

@@ -330,8 +330,11 @@ class CallSession:
             if self._speech_in(ch, t - EMOTION_WINDOW_S, t) >= MIN_WINDOW_SPEECH_S:
                 emo = self._acoustic(ch, t - EMOTION_WINDOW_S, t, update_baseline=True)
                 if emo is not None and ch.speaker in ("caller", "mixed"):
+                    z = emo["z"]
+                    prosody_z = (0.5 * z.get("energy_db", 0.0) + 0.3 * z.get("f0_median_st", 0.0)
+                                 + 0.2 * z.get("speaking_rate_syl_s", 0.0))
                     self._agitation.add_acoustic(AcousticCue(t, emo["arousal"], emo["scores"].get("angry", 0.0),
-                                                             emo["source"], emo["baseline_ready"]))
+                                                             emo["source"], emo["baseline_ready"], prosody_z))
         overtalk = speaking.get("agent", False) and speaking.get("caller", False)
         if overtalk:
             self._overtalk_s += 1.0
@@ -373,7 +376,7 @@ class CallSession:
             if update_baseline:
                 # A speaker's first seconds define their normal voice; later only calm-looking speech
                 # (and never while the caller is agitated) may move the baseline.
-                looks_calm = (self.engine.emotion.looks_calm(scores) if self.engine.emotion is not None
+                looks_calm = (self.engine.emotion.looks_calm(vec) if self.engine.emotion is not None
                               else emo["arousal"] < 0.6)
                 calm = ch.speech_s <= self.config.fusion.baseline_warmup_s or (
                     looks_calm and emo["label"] != "angry"

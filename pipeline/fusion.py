@@ -19,17 +19,20 @@ class FusionOptions:
     weight_negative_text: float = 0.30
     weight_flags: float = 0.35
     weight_overtalk: float = 0.10
+    weight_prosody: float = 0.35
+    prosody_z_floor: float = 1.0
+    prosody_z_span: float = 2.0
     rise_tau_s: float = 1.0
     fall_tau_s: float = 6.0
     text_memory_s: float = 20.0
     acoustic_hold_s: float = 12.0
     arousal_floor: float = 0.35
     baseline_warmup_s: float = 6.0
-    pre_baseline_weight: float = 0.5
+    pre_baseline_weight: float = 0.4
 
     def __post_init__(self) -> None:
         for name in ("weight_arousal", "weight_anger", "weight_negative_text", "weight_flags",
-                     "weight_overtalk"):
+                     "weight_overtalk", "weight_prosody"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"fusion.{name} must be within 0..1")
         if self.rise_tau_s <= 0 or self.fall_tau_s <= 0:
@@ -45,6 +48,7 @@ class AcousticCue:
     anger: float         # P(angry)
     source: str
     baseline_ready: bool = True
+    prosody_z: float = 0.0   # louder / higher / faster than the caller's own calm baseline, in sd
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,11 @@ class AgitationTracker:
             k = 1.0 if cue.baseline_ready else o.pre_baseline_weight
             terms.append((k * o.weight_arousal * arousal, f"high vocal arousal {cue.arousal:.2f} ({cue.source})"))
             terms.append((k * o.weight_anger * cue.anger, f"angry voice p={cue.anger:.2f} ({cue.source})"))
+            # Speaker-relative prosody (Van Puyvelde 2018: F0 and energy track arousal within a speaker),
+            # independent of the emotion model's calibration.
+            excess = (cue.prosody_z - o.prosody_z_floor) / o.prosody_z_span
+            terms.append((o.weight_prosody * min(1.0, max(0.0, excess)),
+                          f"voice {cue.prosody_z:+.1f} sd louder/higher/faster than own baseline"))
         self._texts = [c for c in self._texts if t_s - c.t_s <= o.text_memory_s]
         for c in self._texts:
             decay = math.exp(-(t_s - c.t_s) / o.text_memory_s)

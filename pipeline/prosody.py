@@ -23,6 +23,8 @@ import scipy.fft
 import scipy.ndimage
 import scipy.signal
 
+from .audio import resample
+
 logger = logging.getLogger(__name__)
 
 # Semitones are measured relative to 100 Hz, a common reference between male and female voices.
@@ -146,7 +148,18 @@ _SCALAR_VECTOR_NAMES: tuple[str, ...] = (
     "hammarberg_db",
     "spectral_centroid_hz",
     "spectral_flux",
+    "spectral_slope_std_db_khz",
+    "alpha_ratio_std_db",
+    "band1_share_db",               # 300-800 Hz share of the band energy, voiced frames
+    "band2_share_db",               # 800-1500 Hz
+    "band3_share_db",               # 1500-2500 Hz
+    "band4_share_db",               # 2500-3400 Hz
+    "f0_rise_st_s",                 # mean rising F0 velocity within voiced runs
+    "f0_fall_st_s",                 # mean falling F0 velocity (positive number)
+    "voiced_minus_unvoiced_db",     # level of voiced over unvoiced active frames
 )
+# Edges of the four sub-bands whose energy shares describe the spectral envelope coarsely.
+_SUB_BANDS_HZ = (300.0, 800.0, 1500.0, 2500.0, 3400.0)
 
 
 class ProsodyExtractor:
@@ -170,6 +183,8 @@ class ProsodyExtractor:
         self._high = (band_f >= 1000.0)
         self._h_low = (band_f < 2000.0)
         self._h_high = (band_f >= 2000.0)
+        edges = np.clip(_SUB_BANDS_HZ, options.band_low_hz, options.band_high_hz)
+        self._sub_bands = [(band_f >= lo) & (band_f < hi) for lo, hi in zip(edges[:-1], edges[1:])]
         mel = librosa.filters.mel(
             sr=sr, n_fft=self._n_fft, n_mels=options.n_mels,
             fmin=options.band_low_hz, fmax=options.band_high_hz,
@@ -230,7 +245,7 @@ class ProsodyExtractor:
         y = y.astype(np.float32, copy=False)
         target = self.options.analysis_sr_hz
         if sr != target and len(y) > 0:
-            y = librosa.resample(y, orig_sr=int(sr), target_sr=target, res_type="soxr_hq")
+            y = resample(y, orig_sr=int(sr), target_sr=target)
         # Band-limit every input the same way, so wideband and telephone audio measure alike.
         if len(y) > 0:
             y = scipy.signal.sosfilt(self._sos, y).astype(np.float32)
@@ -290,6 +305,9 @@ class ProsodyExtractor:
         # onset, not a perturbation: leave it out of jitter, shimmer and F0 velocity.
         pairs &= np.abs(np.diff(st)) < _MAX_PERTURBATION_ST
         if pairs.any():
+            step = np.diff(st)[pairs] / hop_s
+            v["f0_rise_st_s"] = float(np.mean(step[step > 0])) if (step > 0).any() else 0.0
+            v["f0_fall_st_s"] = float(-np.mean(step[step < 0])) if (step < 0).any() else 0.0
             d_st = np.abs(np.diff(st))[pairs]
             v["f0_delta_st_s"] = float(np.mean(d_st)) / hop_s
             periods = 1.0 / f0
@@ -299,6 +317,7 @@ class ProsodyExtractor:
             v["shimmer"] = float(np.mean(np.abs(np.diff(peak))[pairs]) / np.mean(peak[voiced]))
         else:
             v["f0_delta_st_s"] = v["jitter"] = v["shimmer"] = math.nan
+            v["f0_rise_st_s"] = v["f0_fall_st_s"] = math.nan
         if n_voiced:
             r = np.clip(periodicity[voiced], 1e-3, 0.999)
             v["hnr_db"] = float(np.mean(10.0 * np.log10(r / (1.0 - r))))
@@ -319,9 +338,14 @@ class ProsodyExtractor:
             v["energy_delta_db_s"] = (
                 float(np.mean(np.abs(np.diff(level_db))[act_pairs])) / hop_s if act_pairs.any() else 0.0
             )
+            unvoiced = active & ~voiced
+            v["voiced_minus_unvoiced_db"] = (
+                float(np.mean(level_db[voiced]) - np.mean(level_db[unvoiced]))
+                if n_voiced and unvoiced.any() else math.nan
+            )
         else:
             v["energy_db"] = v["loudness_range_db"] = v["energy_std_db"] = math.nan
-            v["energy_delta_db_s"] = math.nan
+            v["energy_delta_db_s"] = v["voiced_minus_unvoiced_db"] = math.nan
 
         speech_s = n_active * hop_s
         v["speaking_rate_syl_s"] = self._syllable_rate(level_db, voiced, speech_s=speech_s)
@@ -336,15 +360,23 @@ class ProsodyExtractor:
             fc = fk - fk.mean()
             slope = (b_db - b_db.mean(axis=1, keepdims=True)) @ fc / float(fc @ fc)
             v["spectral_slope_db_khz"] = float(np.mean(slope))
-            v["alpha_ratio_db"] = float(np.mean(
-                10.0 * np.log10(b[:, self._high].sum(axis=1) / b[:, self._low].sum(axis=1))
-            ))
+            v["spectral_slope_std_db_khz"] = float(np.std(slope))
+            alpha = 10.0 * np.log10(b[:, self._high].sum(axis=1) / b[:, self._low].sum(axis=1))
+            v["alpha_ratio_db"] = float(np.mean(alpha))
+            v["alpha_ratio_std_db"] = float(np.std(alpha))
+            total = b.sum(axis=1)
+            for i, m in enumerate(self._sub_bands, start=1):
+                v[f"band{i}_share_db"] = (
+                    float(np.mean(10.0 * np.log10(b[:, m].sum(axis=1) / total))) if m.any() else math.nan
+                )
             v["hammarberg_db"] = float(np.mean(
                 b_db[:, self._h_low].max(axis=1) - b_db[:, self._h_high].max(axis=1)
             ))
             v["spectral_centroid_hz"] = float(np.mean((b @ (fk * 1000.0)) / b.sum(axis=1)))
         else:
-            for k in ("spectral_slope_db_khz", "alpha_ratio_db", "hammarberg_db", "spectral_centroid_hz"):
+            for k in ("spectral_slope_db_khz", "alpha_ratio_db", "hammarberg_db", "spectral_centroid_hz",
+                      "spectral_slope_std_db_khz", "alpha_ratio_std_db", "band1_share_db", "band2_share_db",
+                      "band3_share_db", "band4_share_db"):
                 v[k] = math.nan
         if n_active >= 2:
             # Flux of the level-normalised spectrum: how fast articulation changes, independent of gain.

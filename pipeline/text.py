@@ -435,14 +435,18 @@ class TextScorer:
             raise ModelUnavailableError(
                 f"text lexicon folder {folder} does not exist; restore models/text/ from the repository, "
                 "or set $CALLPULSE_MODELS / [text] lexicon_dir to a folder holding en_domain.tsv, "
-                "en_vader_overrides.tsv, flags_en.tsv, flags_zh.tsv, zh_sentiment.tsv, zh_degree.tsv and zh_negators.txt"
+                "en_vader_overrides.tsv, flags_en.tsv, flags_zh.tsv, zh_sentiment.tsv, zh_degree.tsv and "
+                "zh_negators.txt"
             )
         try:
             from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         except ImportError as exc:
-            raise ModelUnavailableError(f"vaderSentiment is not installed ({exc}): pip install vaderSentiment") from exc
+            raise ModelUnavailableError(
+                f"vaderSentiment is not installed ({exc}): pip install vaderSentiment"
+            ) from exc
         snownlp_cls = None
-        if options.snownlp_weight > 0:
+        # snownlp only serves the lexicon backend's Mandarin score (its import takes seconds).
+        if options.backend == "lexicon" and options.snownlp_weight > 0:
             try:
                 from snownlp import SnowNLP as snownlp_cls
             except ImportError as exc:
@@ -458,7 +462,8 @@ class TextScorer:
                     return zhconv.convert(s, "zh-cn")
             except ImportError as exc:
                 raise ModelUnavailableError(
-                    f"zhconv is not installed ({exc}): pip install zhconv, or set [text] convert_traditional = false"
+                    f"zhconv is not installed ({exc}): pip install zhconv, "
+                    "or set [text] convert_traditional = false"
                 ) from exc
         flags = tuple(
             [(flag, "en", rx) for flag, rx in _read_flag_patterns(folder / "flags_en.tsv")]
@@ -493,11 +498,17 @@ class TextScorer:
             raise TypeError(f"TextScorer.score() needs a str, got {type(text).__name__}")
         text = unicodedata.normalize("NFKC", text)
         cjk_text = _join_cjk_runs(text)
-        if cjk_text and self._to_simplified is not None:
-            cjk_text = self._to_simplified(cjk_text)
-        latin_text = _CJK_RUN.sub(" ", text) if cjk_text else text
+        latin_text = text
+        zh_view = ""
+        if cjk_text:
+            latin_text = _CJK_RUN.sub(" ", text)
+            # Mandarin flag patterns read the whole turn (digits too: "我要打12378").
+            zh_view = text
+            if self._to_simplified is not None:
+                cjk_text = self._to_simplified(cjk_text)
+                zh_view = self._to_simplified(text)
         used = self._language(cjk_text, latin_text, language)
-        flags = self._find_flags(latin_text, cjk_text)
+        flags = self._find_flags(latin_text, zh_view)
         if self._model is not None:
             sentiment = self._model.sentiment(text) if text.strip() else 0.0
         else:
@@ -558,12 +569,12 @@ class TextScorer:
                     raw += self.options.snownlp_weight * (2.0 * p - 1.0)
         return raw
 
-    def _find_flags(self, latin_text: str, cjk_text: str) -> tuple[str, ...]:
+    def _find_flags(self, latin_text: str, zh_view: str) -> tuple[str, ...]:
         found = set()
         for flag, lang, rx in self._flags:
             if flag in found:
                 continue
-            target = latin_text if lang == "en" else cjk_text
+            target = latin_text if lang == "en" else zh_view
             if not target:
                 continue
             for m in rx.finditer(target):
@@ -641,13 +652,18 @@ def measure_text_file(
     path: str | Path,
     *,
     negative_labels: Sequence[str] = ("negative", "complaint"),
+    every: int = 1,
     limit: int | None = None,
 ) -> TextMeasurement:
-    """Score every row of a labelled CSV and report negative-vs-rest recall, UAR and time per text.
+    """Score the rows of a labelled CSV and report negative-vs-rest recall, UAR and time per text.
 
-    A text counts as predicted negative when its label is "negative" (sentiment < negative_below).
+    ``every`` keeps every n-th row (the files are sorted by label, so a quick measure must stride, not
+    cut); ``limit`` then keeps the first rows of that. A text counts as predicted negative when its label
+    is "negative" (sentiment < negative_below).
     """
-    rows = read_labelled_text(path)
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    rows = read_labelled_text(path)[::every]
     if limit is not None:
         rows = rows[:limit]
     if not rows:

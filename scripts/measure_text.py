@@ -3,7 +3,7 @@
 Prints, per file: rows, UAR and both recalls at the configured threshold, the flag rates, ms per text, and
 UAR over a sweep of `negative_below` thresholds (for calibrating [text] negative_below).
 
-    python scripts/measure_text.py [--config my.toml] [--limit N] [--backend lexicon|transformers]
+    python scripts/measure_text.py [--config my.toml] [--every N] [--backend lexicon|transformers]
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=None, help="a callpulse TOML overriding the shipped defaults")
     parser.add_argument("--data", default=None, help="data folder (default $CALLPULSE_DATA or ../shared/data)")
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N rows of each file")
+    parser.add_argument("--every", type=int, default=1, help="score every N-th row (files are sorted by label)")
     parser.add_argument("--backend", default=None, help="override [text] backend")
     parser.add_argument("--model-path", default=None, help="override [text] model_path")
     args = parser.parse_args(argv)
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     scorer = TextScorer.load(config.text)
     print(f"backend={config.text.backend} negative_below={config.text.negative_below}")
     for name in FILES:
-        m = measure_text_file(scorer, data / "text" / name, limit=args.limit)
+        m = measure_text_file(scorer, data / "text" / name, every=args.every)
         print(
             f"{name}: n={m.n_texts} negative={m.n_negative} UAR={m.uar:.3f} "
             f"recall_neg={m.recall_negative:.3f} recall_non_neg={m.recall_non_negative:.3f} "

@@ -247,7 +247,9 @@ def build_calls(options: CallBuildOptions, *, progress: Callable[[str], None] = 
         if options.telephone:
             tel = np.stack([telephone_version(ch, sr=sr, band_pass=True) for ch in audio])
             variants.append(("telephone", f"{plan.call_id}-8k", tel, TELEPHONE_SR_HZ, "ULAW"))
-        for variant, name, y, rate, subtype in variants:
+        for k, (variant, name, y, rate, subtype) in enumerate(variants):
+            # Each variant is a separate shift day for the same agent, so their calls never overlap in time.
+            started_at = (_dt.datetime.fromisoformat(plan.started_at) + _dt.timedelta(days=k)).isoformat()
             sf.write(out / f"{name}.wav", y.T, rate, subtype=subtype)
             note = {"call_id": name, "variant": variant, "kind": plan.kind, "caller_speaker": plan.caller,
                     "agent_speaker": plan.agent, "agent_channel": options.agent_channel,
@@ -259,7 +261,7 @@ def build_calls(options: CallBuildOptions, *, progress: Callable[[str], None] = 
             manifest_rows.append({
                 "path": f"{name}.wav", "agent_channel": options.agent_channel,
                 "agitation_onset_s": "" if onset is None else f"{onset:.3f}",
-                "agent_id": f"agent-{plan.agent}", "started_at": plan.started_at, "variant": variant,
+                "agent_id": f"agent-{plan.agent}", "started_at": started_at, "variant": variant,
                 "kind": plan.kind, "caller_speaker": plan.caller, "agent_speaker": plan.agent,
                 "duration_s": f"{y.shape[1] / rate:.3f}"})
         progress(f"{plan.call_id}: {plan.kind}, caller {plan.caller}, agent {plan.agent}, "

@@ -108,7 +108,7 @@ def score(vectors: np.ndarray, speakers: list[str], *, models: dict[str, Any], s
             for j, other in enumerate(speakers):
                 if other == spk and j != i:
                     # Calm-looking by the model's own judgement: labels are never consulted.
-                    baseline.update(vectors[j], calm=model.looks_calm(model.predict(vectors[j], baseline=None)))
+                    baseline.update(vectors[j], calm=model.looks_calm(vectors[j]))
         out.append(model.predict(vectors[i], baseline=baseline))
     return out
 

@@ -239,24 +239,22 @@ class EditCounts:
 
 
 def align(reference: Sequence[str], hypothesis: Sequence[str]) -> EditCounts:
-    """Minimum-edit alignment; among equal-cost alignments, prefers substitutions over a deletion plus
-    an insertion (the usual sclite convention, which keeps S/D/I counts stable)."""
+    """Minimum-edit (Levenshtein) alignment counts. Among alignments with the same number of edits, the
+    one with the most hits wins ("sat on the mat" vs "sit on mat today" is S + D + I with 4 hits, not
+    3 substitutions with 3 hits), so words that do match are reported as matched."""
     n, m = len(reference), len(hypothesis)
     # cost[i][j] = (edits, substitutions, deletions, insertions) for reference[:i] vs hypothesis[:j]
     prev = [(j, 0, 0, j) for j in range(m + 1)]
     for i in range(1, n + 1):
         cur = [(i, 0, i, 0)] + [None] * m  # type: ignore[list-item]
         for j in range(1, m + 1):
-            if reference[i - 1] == hypothesis[j - 1]:
-                cur[j] = prev[j - 1]
-                continue
             e, s, d, ins = prev[j - 1]
-            sub = (e + 1, s + 1, d, ins)
+            sub = (e, s, d, ins) if reference[i - 1] == hypothesis[j - 1] else (e + 1, s + 1, d, ins)
             e, s, d, ins = prev[j]
             dele = (e + 1, s, d + 1, ins)
             e, s, d, ins = cur[j - 1]
             inse = (e + 1, s, d, ins + 1)
-            cur[j] = min(sub, dele, inse, key=lambda c: (c[0], -c[1]))
+            cur[j] = min(sub, dele, inse, key=lambda c: (c[0], c[1] + c[2]))  # fewest edits, then most hits
         prev = cur
     edits, subs, dels, ins = prev[m]
     return EditCounts(substitutions=subs, deletions=dels, insertions=ins, hits=n - subs - dels)
@@ -423,7 +421,8 @@ def calibration(confidences: Sequence[float], correct: Sequence[bool], *, n_bins
     for k, c in enumerate(confidences):
         if not 0.0 <= c <= 1.0:
             raise ValueError(f"confidence {c} is outside [0, 1]")
-        members[max(0, math.ceil(c * n_bins) - 1)].append(k)
+        # The small epsilon keeps 0.7 * 10 = 7.000000000000001 in the (0.6, 0.7] bin where it belongs.
+        members[min(n_bins - 1, max(0, math.ceil(c * n_bins - 1e-9) - 1))].append(k)
     n = len(confidences)
     ece = 0.0
     bin_conf: list[float | None] = []

@@ -30,7 +30,7 @@ class LiveOptions:
     twilio_inbound_role: str = "caller"
     audiosocket_roles: tuple[str, ...] = ("caller", "agent")
     sip_single_stream_role: str = "caller"
-    sip_agent_header: str = "X-Agent-Id"
+    sip_agent_headers: tuple[str, ...] = ("X-Agent-Id",)
     siprec_agent_pattern: str = "agent"
     jitter_buffer_ms: int = 60
     rtp_max_gap_s: float = 5.0

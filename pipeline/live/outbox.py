@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -65,15 +66,30 @@ class Delivery:
     body: str
 
 
-class AlertLog:
-    """The ``live_alerts`` and ``live_outbox`` tables on the store's connection (event-loop thread only)."""
+def _locked(method):
+    """Run a method holding the store's lock: the connection is shared with the engine's worker threads
+    (shift state), and an interleaved transaction would commit someone else's half-done work."""
+    import functools
 
-    def __init__(self, connection: sqlite3.Connection, options: LiveOptions) -> None:
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
+class AlertLog:
+    """The ``live_alerts`` and ``live_outbox`` tables on the store's connection."""
+
+    def __init__(self, connection: sqlite3.Connection, options: LiveOptions, *, lock=None) -> None:
         self.db = connection
         self.options = options
-        self.db.executescript(SCHEMA)
-        self.db.commit()
+        self.lock = lock if lock is not None else threading.RLock()
+        with self.lock:
+            self.db.executescript(SCHEMA)
+            self.db.commit()
 
+    @_locked
     def record(self, alert: dict) -> dict | None:
         """Store one alert event and queue its webhooks atomically. Returns it with ``seq`` and
         ``created_at`` added, or None if this (id, state) was already recorded (a replayed event)."""
@@ -96,6 +112,7 @@ class AlertLog:
             return None
         return {**alert, "seq": seq, "created_at": created, "acked_at": None, "acked_by": None}
 
+    @_locked
     def list(self, *, since: int = 0, limit: int = 500) -> list[dict]:
         rows = self.db.execute(
             "SELECT seq, body, created_at, acked_at, acked_by FROM live_alerts a WHERE seq > ? "
@@ -110,6 +127,7 @@ class AlertLog:
                         "acked_at": acked[0] if acked else None, "acked_by": acked[1] if acked else None})
         return out
 
+    @_locked
     def ack(self, alert_id: str, *, by: str) -> dict | None:
         """Acknowledge an alert (all its states). Returns the ack, or None for an unknown id."""
         at = utc_now()
@@ -123,6 +141,7 @@ class AlertLog:
                               (alert_id,)).fetchone()
         return {"id": alert_id, "acked_at": row[0], "acked_by": row[1]}
 
+    @_locked
     def due(self, *, now: float, limit: int = 50) -> list[Delivery]:
         rows = self.db.execute(
             "SELECT o.id, o.url, o.idempotency_key, o.attempts, a.body FROM live_outbox o "
@@ -130,21 +149,25 @@ class AlertLog:
             "ORDER BY o.next_attempt_at, o.id LIMIT ?", (now, limit)).fetchall()
         return [Delivery(*row) for row in rows]
 
+    @_locked
     def next_due_at(self) -> float | None:
         row = self.db.execute(
             "SELECT MIN(next_attempt_at) FROM live_outbox WHERE delivered_at IS NULL").fetchone()
         return row[0] if row else None
 
+    @_locked
     def mark_delivered(self, delivery_id: int) -> None:
         with self.db:
             self.db.execute("UPDATE live_outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL "
                             "WHERE id = ?", (utc_now(), delivery_id))
 
+    @_locked
     def mark_failed(self, delivery_id: int, *, error: str, retry_at: float) -> None:
         with self.db:
             self.db.execute("UPDATE live_outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
                             "WHERE id = ?", (error[:500], retry_at, delivery_id))
 
+    @_locked
     def outbox_counts(self) -> dict:
         pending, delivered = self.db.execute(
             "SELECT SUM(delivered_at IS NULL), SUM(delivered_at IS NOT NULL) FROM live_outbox").fetchone()

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -91,7 +92,7 @@ class LiveService:
         self.insecure = insecure
         self.executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="callpulse-feed")
         self.hub = FeedHub(max_updates=options.feed_queue)
-        self.alerts = AlertLog(store.connection, options)
+        self.alerts = AlertLog(store.connection, options, lock=getattr(store, "lock", None))
         self.sender = WebhookSender(self.alerts, options)
         self.calls = CallManager(engine=engine, options=options, executor=self.executor,
                                  on_alert=self._on_alert, on_update=self.hub.publish_update,
@@ -149,6 +150,7 @@ class LiveService:
             as_port = self._tcp.sockets[0].getsockname()[1]
         self._tasks.append(asyncio.get_running_loop().create_task(self.sender.run(), name="webhooks"))
         self.bound = Bound(opts.host, http_port, sip_port, as_port)
+        self._restore_shifts()
         pending = self.alerts.outbox_counts()["pending"]
         if pending:
             log.info("%d undelivered webhook(s) restored from the outbox", pending)
@@ -167,6 +169,26 @@ class LiveService:
         if self._runner is not None:
             await self._runner.cleanup()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def _restore_shifts(self) -> None:
+        """Put every agent with a saved shift on the strain board now, not only when they next take a
+        call: after a restart mid-shift the supervisor must still see who needs a break."""
+        shifts = getattr(self.engine, "shifts", None)
+        if shifts is None:
+            return
+        lister = getattr(self.store, "list_shift_agents", None)
+        try:
+            if callable(lister):
+                agents = list(lister())
+            else:
+                with getattr(self.store, "lock", _NoLock()):
+                    agents = [row[0] for row in self.store.connection.execute("SELECT agent_id FROM agent_shifts")]
+        except sqlite3.Error:
+            return  # a store without shift persistence: nothing to restore
+        for agent_id in agents:
+            shifts.get(agent_id)
+        if agents:
+            log.info("restored the shift state of %d agent(s)", len(agents))
 
     # --- events out ----------------------------------------------------------------------------
 
@@ -309,6 +331,14 @@ class LiveService:
             self.hub.unsubscribe(sub)
             self._feeds.discard(task)
         return resp
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _call_id_of(row: Any) -> str | None:

@@ -154,7 +154,12 @@ class SipUserAgent(asyncio.DatagramProtocol):
             return
         self._send(response_to(msg, 100), addr)
         ctype = (msg.get("content-type") or "").lower()
-        agent_id = msg.get(self.options.sip_agent_header)
+        agent_id = None
+        for header in self.options.sip_agent_headers:
+            # "From" means the user part of the From URI (a softphone registered per agent: sip:a17@pbx).
+            agent_id = uri_user(msg.get("from") or "") if header.lower() == "from" else msg.get(header)
+            if agent_id:
+                break
         recording = "siprec" in (msg.get("require") or "").lower() or ctype.startswith("multipart/")
         if recording:
             parts = siprec.split_multipart(msg.get("content-type") or "", msg.body)

@@ -12,15 +12,16 @@ import pytest
 
 from pipeline.events import AlertEvent, CallEnded, LevelUpdate
 from pipeline.live.options import LiveOptions
-from pipeline.strain import ShiftBook, StrainOptions
+from pipeline.strain import ShiftBook, ShiftState, StrainOptions
 
 
 class FakeSession:
     """Scripted stand-in for CallSession: caller loudness is 'agitation'; an alert is raised when it
     stays >= 0.5 for 2 s, exactly like a hysteresis policy with a 2 s sustain."""
 
-    def __init__(self, info) -> None:
+    def __init__(self, info, shifts=None) -> None:
         self.info = info
+        self.shifts = shifts
         self.samples = 0
         self.caller = []
         self.next_tick = 1
@@ -62,6 +63,11 @@ class FakeSession:
                 "alerts": [] if self.alert is None else [self.alert.as_json()]}
 
     def finish(self) -> list:
+        if self.info.agent_id and self.shifts is not None:
+            state = self.shifts.get(self.info.agent_id)
+            self.shifts.record_call(ShiftState(self.info.agent_id, hostile_s=state.hostile_s + 300.0,
+                                               talk_s=state.talk_s + self.samples / self.info.sample_rate_hz,
+                                               calls=state.calls + 1, recommended=True))
         return [CallEnded(self.info.call_id, self.result())]
 
 
@@ -71,7 +77,7 @@ class FakeEngine:
         self.shifts = ShiftBook(StrainOptions())
 
     def open_call(self, info) -> FakeSession:
-        session = FakeSession(info)
+        session = FakeSession(info, self.shifts)
         self.sessions[info.call_id] = session
         return session
 
@@ -114,18 +120,20 @@ def live_options(**changes) -> LiveOptions:
     return LiveOptions(**{**base, **changes})
 
 
-def run_live(scenario, *, options: LiveOptions | None = None, timeout_s: float = 60.0, store=None):
-    """Start a service on free loopback ports with the fake engine, run ``await scenario(running)`` under a
-    timeout, stop the service (bounded) and return the scenario's value."""
+def run_live(scenario, *, options: LiveOptions | None = None, timeout_s: float = 60.0, store=None, engine=None):
+    """Start a service on free loopback ports (the fake engine unless ``engine`` is given), run
+    ``await scenario(running)`` under a timeout, stop the service (bounded) and return the scenario's value."""
+    from pipeline.live.calls import default_call_info
     from pipeline.live.server import LiveService
 
     async def main():
-        engine, st = FakeEngine(), store if store is not None else FakeStore()
-        service = LiveService(engine=engine, store=st, options=options or live_options(),
-                              call_info=fake_call_info)
+        eng = engine if engine is not None else FakeEngine()
+        st = store if store is not None else FakeStore()
+        service = LiveService(engine=eng, store=st, options=options or live_options(),
+                              call_info=fake_call_info if engine is None else default_call_info)
         bound = await service.start()
         try:
-            return await asyncio.wait_for(scenario(Running(service, bound, engine, st, TOKEN)), timeout=timeout_s)
+            return await asyncio.wait_for(scenario(Running(service, bound, eng, st, TOKEN)), timeout=timeout_s)
         finally:
             await asyncio.wait_for(service.stop(drain_s=5.0), timeout=15.0)
 

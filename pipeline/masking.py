@@ -1,0 +1,399 @@
+"""PII masking for transcripts and logs: card numbers, Chinese resident ID numbers, phone numbers.
+
+Numbers arrive written ("6222 0202 1234 5678", "138-1234-5678", "(010) 8888-8888") or, from ASR, spoken
+("four five three two ...", "六二二二零二...", "幺三八..." with 幺 for 1, "double five"). Both are read into
+one digit string per run and classified:
+
+- ``[CARD]``: 13-19 digits passing the Luhn check. Nothing of the number is kept by default: a transcript
+  never needs it, and bank practice (PCI DSS) allows at most the last four digits to be shown, which
+  ``card_keep_last_digits`` (0-4) allows ("[CARD ****5678]").
+- ``[ID]``: 18-character resident ID (17 digits + digit/X) with a valid ISO 7064 MOD 11-2 check character
+  and birth date, or the 15-digit old form with a valid birth date.
+- ``[PHONE]``: Chinese mobiles (1[3-9] + 9 digits, optionally +86/0086), Chinese landlines
+  (0 + area code + 7-8 digits), North American numbers, and any number written with + or 00 in front.
+- ``[NUMBER]``: (``mask_long_numbers``) any other run of at least ``long_number_min_digits`` digits. ASR
+  gets a digit wrong now and then, and a card number with one wrong digit fails Luhn yet is still a card
+  number: in a bank, over-masking a long number is the safe error.
+
+``mask_text`` never raises on any string. ``MaskingFilter`` applies it to log records.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass
+
+log = logging.getLogger("pipeline.masking")
+
+CARD = "[CARD]"
+NATIONAL_ID = "[ID]"
+PHONE = "[PHONE]"
+NUMBER = "[NUMBER]"
+
+# Longest digit string any classifier accepts (19-digit cards, 0086 + 12-digit landlines = 16, E.164 15).
+_MAX_SPAN_DIGITS = 20
+# Fewer digits than this can be nothing we mask (the shortest is a 10-digit phone number).
+_MIN_RUN_DIGITS = 10
+
+
+@dataclass(frozen=True)
+class MaskingOptions:
+    """Options of PII masking; the defaults are the ``[masking]`` section of ``pipeline/callpulse.toml``."""
+
+    enabled: bool = True
+    mask_cards: bool = True
+    mask_national_ids: bool = True
+    mask_phones: bool = True
+    spoken_digits: bool = True
+    mask_long_numbers: bool = True
+    long_number_min_digits: int = 13
+    card_keep_last_digits: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.card_keep_last_digits <= 4:
+            raise ValueError(
+                f"card_keep_last_digits must be 0..4 (PCI DSS shows at most the last four), "
+                f"got {self.card_keep_last_digits}"
+            )
+        if self.long_number_min_digits < _MIN_RUN_DIGITS:
+            raise ValueError(
+                f"long_number_min_digits must be >= {_MIN_RUN_DIGITS} (shorter runs are amounts, dates and "
+                f"times), got {self.long_number_min_digits}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Check digits
+
+
+def luhn_valid(digits: str) -> bool:
+    """True when ``digits`` (only 0-9) passes the Luhn check used by payment cards."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+
+def id18_check_char(first17: str) -> str:
+    """ISO 7064 MOD 11-2 check character of a Chinese resident ID number's first 17 digits."""
+    return _ID_CHECK[sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS)) % 11]
+
+
+def _valid_date(year: int, month: int, day: int) -> bool:
+    return 1 <= month <= 12 and 1 <= day <= (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]
+
+
+def national_id_valid(chars: str) -> bool:
+    """True for an 18-character resident ID with valid check character and birth date, or a 15-digit
+    old-form ID with a valid birth date (the old form has no check digit)."""
+    chars = chars.upper()
+    if len(chars) == 18 and chars[:17].isdigit() and (chars[17].isdigit() or chars[17] == "X"):
+        year = int(chars[6:10])
+        if not (1900 <= year <= 2099 and _valid_date(year, int(chars[10:12]), int(chars[12:14]))):
+            return False
+        return id18_check_char(chars[:17]) == chars[17]
+    if len(chars) == 15 and chars.isdigit() and chars[0] != "0":
+        return _valid_date(1900 + int(chars[6:8]), int(chars[8:10]), int(chars[10:12]))
+    return False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Finding digit runs, written and spoken
+
+_EN_DIGITS = {
+    "zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+    "six": "6", "seven": "7", "eight": "8", "nine": "9", "niner": "9",
+}
+_ZH_DIGITS = {
+    "零": "0", "〇": "0", "○": "0", "一": "1", "幺": "1", "二": "2", "两": "2", "三": "3", "四": "4",
+    "五": "5", "六": "6", "七": "7", "八": "8", "九": "9",
+}
+_UNIT = re.compile(
+    r"(?P<d>\d+)"
+    r"|(?P<c>[零〇○一幺二两三四五六七八九])"
+    r"|(?<![A-Za-z])(?:(?P<mult>double|triple)[ \t]+)?"
+    r"(?P<w>zero|oh|o|one|two|three|four|five|six|seven|eight|nine|niner)(?![A-Za-z'])"
+    r"|(?<![A-Za-z])(?P<x>[Xx])(?![A-Za-z])|(?P<xc>叉)",
+    re.IGNORECASE,
+)
+# Gaps allowed inside a written number: a space or two, one dash/dot/slash, parentheses round an area code.
+_WRITTEN_GAP = re.compile(r"[ \u00a0\u3000]{1,2}|[ ]?[-\u2013\u2014./][ ]?|\)[ ]?-?[ ]?|[ ]?\(")
+# Spoken digits may also be separated by commas (ASR punctuates pauses) or touch each other (Mandarin).
+_SPOKEN_GAP = re.compile(r"\s{0,3}|\s*[-\u2013\u2014,，、.]\s*")
+_PLUS_BEFORE = re.compile(r"(?:\+|\bplus[ \t]*|加)$", re.IGNORECASE)
+
+_CN_MOBILE = re.compile(r"(?:0086|86)?1[3-9]\d{9}")
+_CN_LANDLINE = re.compile(r"(?:0|0086|86)[1-9]\d{1,2}[2-9]\d{6,7}")
+_NANP = re.compile(r"1?[2-9]\d{2}[2-9]\d{6}")
+_INTL = re.compile(r"00\d{8,13}")
+# Written shapes (digits per group) that make a 10-12 digit run a landline or North American number
+# rather than a date-and-time or an amount.
+_LANDLINE_SHAPES = {(3, 8), (4, 7), (4, 8), (3, 4, 4), (4, 3, 4), (4, 4, 4), (3, 3, 4), (4, 4, 3)}
+_NANP_SHAPES = {(3, 3, 4), (1, 3, 3, 4)}
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Digits that must be masked together: one written digit string (plus an attached X), or one
+    spoken digit (or "double five")."""
+
+    start: int
+    end: int
+    digits: str
+    spoken: bool
+
+
+def _digit_groups(text: str, spoken_digits: bool) -> list[list[_Group]]:
+    """Runs of digit groups, each run joined only by gaps a number can contain."""
+    runs: list[list[_Group]] = []
+    current: list[_Group] = []
+    prev_end = -1
+    for m in _UNIT.finditer(text):
+        if m.group("d") is not None:
+            try:
+                digits = "".join(str(unicodedata.decimal(c)) for c in m.group("d"))
+            except ValueError:  # a digit-like character without a decimal value: not a number
+                digits = ""
+            if not digits:
+                continue
+            group = _Group(m.start(), m.end(), digits, False)
+        elif m.group("x") is not None or m.group("xc") is not None:
+            group = _Group(m.start(), m.end(), "X", current[-1].spoken if current else True)
+        elif not spoken_digits:
+            continue
+        elif m.group("c") is not None:
+            group = _Group(m.start(), m.end(), _ZH_DIGITS[m.group("c")], True)
+        else:
+            word = _EN_DIGITS[m.group("w").lower()]
+            mult = (m.group("mult") or "").lower()
+            group = _Group(m.start(), m.end(), word * (3 if mult == "triple" else 2 if mult == "double" else 1), True)
+        is_x = group.digits == "X"
+        joined = False
+        if current:
+            gap = text[prev_end : group.start]
+            last = current[-1]
+            if last.digits.endswith("X"):
+                joined = False  # an X is the last character of an ID number
+            elif is_x:
+                if gap == "" and not last.spoken:
+                    # "11010519491231002X": the X belongs to the written digit string itself.
+                    current[-1] = _Group(last.start, group.end, last.digits + "X", False)
+                    prev_end = group.end
+                    continue
+                joined = _SPOKEN_GAP.fullmatch(gap) is not None
+            elif group.spoken or last.spoken:
+                joined = _SPOKEN_GAP.fullmatch(gap) is not None
+            else:
+                joined = _WRITTEN_GAP.fullmatch(gap) is not None
+        if not joined:
+            if current:
+                runs.append(current)
+            current = []
+            if is_x or (m.group("w") is not None and m.group("w").lower() in ("o", "oh")):
+                # A lone X, or "oh" starting a run, is a letter or an interjection, not a digit.
+                prev_end = group.end
+                continue
+        current.append(group)
+        prev_end = group.end
+    if current:
+        runs.append(current)
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------
+# Classifying and masking
+
+
+def _classify(digits: str, shape: tuple[int, ...], spoken: bool, has_plus: bool) -> str | None:
+    """Which kind of number ``digits`` is (a mask token), or None."""
+    if "X" in digits:
+        return NATIONAL_ID if digits.index("X") == len(digits) - 1 and national_id_valid(digits) else None
+    n = len(digits)
+    if has_plus and 8 <= n <= 15:
+        return PHONE
+    if n == 18 and national_id_valid(digits):
+        return NATIONAL_ID
+    if 13 <= n <= 19 and luhn_valid(digits):
+        return CARD
+    if n == 15 and national_id_valid(digits):
+        return NATIONAL_ID
+    if _CN_MOBILE.fullmatch(digits) or _INTL.fullmatch(digits):
+        return PHONE
+    free_shape = spoken or len(shape) == 1
+    if _CN_LANDLINE.fullmatch(digits) and (free_shape or shape in _LANDLINE_SHAPES or digits.startswith("0086")):
+        return PHONE
+    if _NANP.fullmatch(digits) and (free_shape or shape in _NANP_SHAPES):
+        return PHONE
+    return None
+
+
+def _enabled(kind: str, options: MaskingOptions) -> bool:
+    return {
+        CARD: options.mask_cards,
+        NATIONAL_ID: options.mask_national_ids,
+        PHONE: options.mask_phones,
+        NUMBER: options.mask_long_numbers,
+    }[kind]
+
+
+def _card_token(text: str, start: int, end: int, keep: int) -> str:
+    if keep == 0:
+        return CARD
+    digits = "".join(str(unicodedata.decimal(c)) for c in text[start:end] if c.isdecimal())
+    if len(digits) < keep:  # spoken card: its digits are words; keep nothing rather than guess
+        return CARD
+    return f"[CARD ****{digits[-keep:]}]"
+
+
+def _kind_of(text: str, part: list[_Group]) -> tuple[str, int] | None:
+    """(mask token, masked span start) of a stretch of groups, or None when it is no number we know."""
+    digits = "".join(g.digits for g in part)
+    if len(digits) < _MIN_RUN_DIGITS:
+        return None
+    # Look back only a few characters: "+", "plus " or "加" must touch the number.
+    plus = _PLUS_BEFORE.search(text, max(0, part[0].start - 8), part[0].start)
+    kind = _classify(
+        digits,
+        tuple(len(g.digits) for g in part),
+        any(g.spoken for g in part),
+        has_plus=plus is not None or digits.startswith("00"),
+    )
+    if kind is None:
+        return None
+    start = plus.start() if (plus is not None and kind == PHONE) else part[0].start
+    if kind == PHONE and start > 0 and text[start - 1] == "(" and ")" in text[start : part[-1].end]:
+        start -= 1
+    return kind, start
+
+
+def _token(text: str, kind: str, start: int, end: int, options: MaskingOptions) -> str:
+    return _card_token(text, start, end, options.card_keep_last_digits) if kind == CARD else kind
+
+
+def _spans_in_run(text: str, run: list[_Group], options: MaskingOptions) -> list[tuple[int, int, str]]:
+    spans: list[tuple[int, int, str]] = []
+    total_digits = sum(len(g.digits) for g in run)
+    whole = _kind_of(text, run) if total_digits <= _MAX_SPAN_DIGITS else None
+    if whole is not None:
+        kind, start = whole
+        if _enabled(kind, options):
+            spans.append((start, run[-1].end, _token(text, kind, start, run[-1].end, options)))
+        return spans
+    if total_digits <= _MAX_SPAN_DIGITS and total_digits >= options.long_number_min_digits:
+        # A run short enough to be one number is judged whole: carving a "phone number" out of a card
+        # number with a misheard digit would leave the rest of the card in the transcript.
+        if options.mask_long_numbers:
+            spans.append((run[0].start, run[-1].end, NUMBER))
+        return spans
+
+    # Several numbers read in one breath: the cut that recognises the most digits (then the fewest
+    # pieces) wins; greedy longest-first would take a chance Luhn match across two numbers.
+    n = len(run)
+    best: list[tuple[int, int]] = [(0, 0)] * (n + 1)  # (digits recognised, -pieces) from group i on
+    choice: list[tuple[int, str, int] | None] = [None] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        best[i], choice[i] = best[i + 1], None
+        total = 0
+        for j in range(i, n):
+            total += len(run[j].digits)
+            if total > _MAX_SPAN_DIGITS:
+                break
+            found = _kind_of(text, run[i : j + 1]) if total >= _MIN_RUN_DIGITS else None
+            if found is not None:
+                score = (total + best[j + 1][0], best[j + 1][1] - 1)
+                if score > best[i]:
+                    best[i], choice[i] = score, (j, found[0], found[1])
+
+    leftover: list[_Group] = []
+
+    def flush_leftover() -> None:
+        if options.mask_long_numbers and sum(len(g.digits) for g in leftover) >= options.long_number_min_digits:
+            spans.append((leftover[0].start, leftover[-1].end, NUMBER))
+        leftover.clear()
+
+    i = 0
+    while i < n:
+        picked = choice[i]
+        if picked is None:
+            leftover.append(run[i])
+            i += 1
+            continue
+        flush_leftover()
+        j, kind, start = picked
+        if _enabled(kind, options):
+            spans.append((start, run[j].end, _token(text, kind, start, run[j].end, options)))
+        i = j + 1
+    flush_leftover()
+    return spans
+
+
+def mask_text(text: str, options: MaskingOptions) -> str:
+    """``text`` with card, ID and phone numbers (written or spoken) replaced by tokens; never raises."""
+    if not options.enabled or not text:
+        return text
+    spans: list[tuple[int, int, str]] = []
+    for run in _digit_groups(text, options.spoken_digits):
+        if sum(len(g.digits) for g in run) < _MIN_RUN_DIGITS:
+            continue
+        spans.extend(_spans_in_run(text, run, options))
+    if not spans:
+        return text
+    out = []
+    pos = 0
+    for start, end, token in sorted(spans):
+        if start < pos:  # overlapping (a "+" or "(" claimed twice): keep the first
+            continue
+        out.append(text[pos:start])
+        out.append(token)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+class MaskingFilter(logging.Filter):
+    """Masks PII in log records (message, arguments, exception text) so logs never carry it.
+
+    Attach it to every handler (``handler.addFilter(MaskingFilter(options))``): a filter on a logger does
+    not see records propagated from its children. Records are never dropped.
+    """
+
+    def __init__(self, options: MaskingOptions | None = None, name: str = "") -> None:
+        super().__init__(name)
+        self.options = options if options is not None else MaskingOptions()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.options.enabled:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string must not leak its arguments unmasked
+            message = f"{record.msg!s} {record.args!r}"
+        record.msg = mask_text(message, self.options)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text, self.options)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info, self.options)
+        return True
+
+
+def install_log_masking(options: MaskingOptions, logger: logging.Logger | None = None) -> MaskingFilter:
+    """Add one MaskingFilter to every handler of ``logger`` (default: the root logger); returns it."""
+    target = logger if logger is not None else logging.getLogger()
+    masking_filter = MaskingFilter(options)
+    for handler in target.handlers:
+        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+            handler.addFilter(masking_filter)
+    return masking_filter

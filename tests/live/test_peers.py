@@ -1,0 +1,107 @@
+"""Real protocol peers into a live service running the real engine: a real softphone (baresip) places a
+SIP call, sipp streams RTP from a scripted SIP call, streamdouble plays a Twilio Media Stream — all three
+at once, in real time, with the escalating sample. Each yields the call's JSON and a supervisor_takeover
+alert both on the live feed and at a webhook receiver."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline.audio import encode_mulaw
+from pipeline.live.server import LiveService
+from pipeline.store import Store
+
+from live_fakes import TOKEN, live_options
+from live_harness import ServiceThread, WebhookReceiver, alert_for, collect_feed, free_port, until
+
+pytestmark = pytest.mark.peers
+DATA = Path(__file__).with_name("data")
+
+
+def need(*binaries: str) -> None:
+    missing = [b for b in binaries if shutil.which(b) is None]
+    if missing:
+        pytest.skip(f"real peer(s) {', '.join(missing)} not installed "
+                    "(apt-get install baresip-core sip-tester; pip install streamdouble)")
+
+
+def baresip_config(folder: Path, wav: Path) -> Path:
+    conf = folder / "baresip"
+    conf.mkdir()
+    (conf / "config").write_text(
+        "module_path /usr/lib/baresip/modules\n"
+        "sip_listen 127.0.0.1:0\n"
+        f"audio_source aufile,{wav}\n"
+        "audio_player aubridge,nil\naudio_alert aubridge,nil\n"
+        "module g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule account.so\nmodule menu.so\n")
+    # The agent's softphone: its SIP user is the agent id (live.sip_agent_headers includes "From").
+    (conf / "accounts").write_text("<sip:a17@127.0.0.1>;regint=0;audio_codecs=PCMU\n")
+    return conf
+
+
+def test_baresip_sipp_and_streamdouble_calls_each_raise_a_takeover_on_the_feed_and_the_webhook(
+        tmp_path, real_engine, escalating):
+    need("baresip", "sipp", "streamdouble")
+    sr = escalating["sr"]
+    caller, agent = escalating["caller"], escalating["agent"]
+    caller_wav, agent_wav = tmp_path / "caller.wav", tmp_path / "agent.wav"
+    sf.write(caller_wav, caller, sr, subtype="PCM_16")
+    sf.write(agent_wav, agent, sr, subtype="PCM_16")
+    ulaw = tmp_path / "caller.ulaw"
+    ulaw.write_bytes(encode_mulaw(caller if sr == 8000 else np.asarray(caller)))  # raw, no header: sipp sends it as is
+    assert sr == 8000, "the sample is telephone-band 8 kHz"
+    duration_s = caller.size / sr
+    scenario = (DATA / "sipp_uac_pcmu.xml").read_text().replace("@FILE@", str(ulaw)).replace(
+        "@PAUSE_MS@", str(int(duration_s * 1000) + 300)).replace("@AGENT@", "a18")
+    (tmp_path / "uac.xml").write_text(scenario)
+
+    receiver = WebhookReceiver(free_port())
+    store = Store.open(tmp_path / "live.sqlite")
+    options = live_options(webhook_urls=(receiver.url,), sip_agent_headers=("X-Agent-Id", "From"),
+                           webhook_backoff_initial_s=0.2, webhook_backoff_max_s=1.0)
+    with ServiceThread(lambda: LiveService(engine=real_engine, store=store, options=options)) as st:
+        b = st.bound
+        st.run(receiver.start(), timeout_s=10)
+        feed = st.spawn(collect_feed(f"{b.http}/api/feed", TOKEN, timeout_s=duration_s + 60,
+                                     until=lambda evs: sum(k == "alert" for k, _ in evs) >= 3))
+        peers = [
+            subprocess.Popen(["baresip", "-f", str(baresip_config(tmp_path, caller_wav)),
+                              "-e", f"/dial sip:analyze@127.0.0.1:{b.sip_port}", "-t", str(int(duration_s) + 15)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            subprocess.Popen(["sipp", "-sf", str(tmp_path / "uac.xml"), "-m", "1", "-i", "127.0.0.1",
+                              "-p", str(free_port(2)), "-mi", "127.0.0.1", "-mp", str(free_port(2)), "-s", "analyze",
+                              "-timeout", f"{int(duration_s) + 30}s", "-nostdin", f"127.0.0.1:{b.sip_port}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            subprocess.Popen(["streamdouble", "call", "--fork", "--track", "both", "--audio", str(caller_wav),
+                              "--agent-audio", str(agent_wav), "--param", "agentId=a19", "--quiet", "--allow-no-audio",
+                              f"{b.ws}/tap/twilio?token={TOKEN}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        ]
+        try:
+            codes = [p.wait(timeout=duration_s + 45) for p in peers]
+        finally:
+            for p in peers:
+                if p.poll() is None:
+                    p.kill()
+        events = feed.result(timeout=60)
+        st.run(until(lambda: len(st.service.calls.live) == 0, timeout_s=30, what="all calls ended"), timeout_s=40)
+        st.run(until(lambda: len(receiver.accepted) >= 3, timeout_s=20, what="3 webhooks"), timeout_s=30)
+        st.run(receiver.stop(), timeout_s=10)
+        sources = sorted(c.meta.source for c in st.service.calls.recent)
+
+    assert codes[1] == 0, "sipp completed its scenario"
+    assert sources == ["tap:sip", "tap:sip", "tap:twilio"]
+    alerts = [e for k, e in events if k == "alert" and e["action"] == "supervisor_takeover"]
+    assert {a["agent_id"] for a in alerts} == {"a17", "a18", "a19"}
+    for call in st.service.calls.recent:
+        assert call.result is not None and call.result["schema"] == "callpulse.call/1"
+        assert call.result["duration_s"] == pytest.approx(duration_s, abs=1.5)
+        assert store.get_call(call.call_id) is not None
+        assert call.result["alerts"], f"{call.meta.source}: the escalating caller raised an alert"
+    assert {body["agent_id"] for body in receiver.accepted.values()} == {"a17", "a18", "a19"}
+    assert all(key == body["id"] for key, body in receiver.requests)

@@ -1,0 +1,69 @@
+"""Fusion of acoustic and lexical evidence into caller agitation."""
+from __future__ import annotations
+
+from pipeline.fusion import AcousticCue, AgitationTracker, FusionOptions, TextCue
+
+
+def _levels(tracker, seconds, start=1):
+    return [tracker.step(float(t), overtalk=False)[0] for t in range(start, start + seconds)]
+
+
+def test_calm_voice_and_neutral_words_keep_agitation_near_zero():
+    tr = AgitationTracker(FusionOptions())
+    for t in range(1, 20):
+        tr.add_acoustic(AcousticCue(t, arousal=0.2, anger=0.02, source="test"))
+        level, _ = tr.step(float(t), overtalk=False)
+    assert level < 0.05
+
+
+def test_an_angry_voice_raises_agitation_and_says_why():
+    tr = AgitationTracker(FusionOptions())
+    for t in range(1, 6):
+        tr.add_acoustic(AcousticCue(t, arousal=0.95, anger=0.9, source="model:x"))
+        level, reasons = tr.step(float(t), overtalk=False)
+    assert level > 0.6
+    assert any("angry voice" in r for r in reasons)
+
+
+def test_acoustic_and_lexical_cues_together_beat_either_alone():
+    def run(acoustic, text):
+        tr = AgitationTracker(FusionOptions())
+        for t in range(1, 8):
+            if acoustic:
+                tr.add_acoustic(AcousticCue(t, 0.8, 0.5, "x"))
+            if text and t == 1:
+                tr.add_text(TextCue(1.0, -0.8, ("escalation_request",), "I want your manager"))
+            level, _ = tr.step(float(t), overtalk=False)
+        return level
+
+    both, voice, words = run(True, True), run(True, False), run(False, True)
+    assert both > voice and both > words
+
+
+def test_agitation_falls_slower_than_it_rises():
+    o = FusionOptions()
+    tr = AgitationTracker(o)
+    tr.add_acoustic(AcousticCue(1, 1.0, 1.0, "x"))
+    up = tr.step(1.0, overtalk=False)[0]
+    tr2 = AgitationTracker(o, level=up * 2)
+    down = up * 2 - tr2.step(100.0, overtalk=False)[0]
+    assert down < up
+
+
+def test_text_cues_fade_after_their_memory():
+    o = FusionOptions(text_memory_s=5.0)
+    tr = AgitationTracker(o)
+    tr.add_text(TextCue(1.0, -1.0, ("abuse",), "idiot"))
+    levels = _levels(tr, 30)
+    assert max(levels) > 0.2 and levels[-1] < 0.05
+
+
+def test_before_the_caller_baseline_exists_acoustic_evidence_counts_less():
+    def run(ready):
+        tr = AgitationTracker(FusionOptions())
+        for t in range(1, 6):
+            tr.add_acoustic(AcousticCue(t, 0.9, 0.8, "x", baseline_ready=ready))
+            level, _ = tr.step(float(t), overtalk=False)
+        return level
+
+    assert run(False) < run(True)

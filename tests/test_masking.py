@@ -1,0 +1,288 @@
+"""Spec of PII masking: card, resident ID and phone numbers never reach stored transcripts or logs."""
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+from pipeline.masking import (
+    MaskingFilter,
+    MaskingOptions,
+    id18_check_char,
+    install_log_masking,
+    luhn_valid,
+    mask_text,
+    national_id_valid,
+)
+
+OPTIONS = MaskingOptions()
+CARD = "4532015112830366"  # Luhn-valid Visa test number
+UNIONPAY = "6222020200112233"  # made Luhn-valid below
+ID18 = "11010519491231002X"  # the textbook example: check character X
+
+
+def _luhn_complete(body: str) -> str:
+    for d in "0123456789":
+        if luhn_valid(body + d):
+            return body + d
+    raise AssertionError("unreachable")
+
+
+def _id18(first17: str) -> str:
+    return first17 + id18_check_char(first17)
+
+
+UNIONPAY = _luhn_complete("622202020011223")
+_ZH = dict(zip("0123456789", "零一二三四五六七八九"))
+_EN = dict(zip("0123456789", "zero one two three four five six seven eight nine".split()))
+
+
+def test_check_digit_helpers_agree_with_known_numbers():
+    assert luhn_valid(CARD) and not luhn_valid("4532015112830367")
+    assert national_id_valid(ID18) and national_id_valid(ID18.lower())
+    assert not national_id_valid("110105194912310021")  # wrong check character
+    assert not national_id_valid(_id18("11010519491331002"))  # month 13
+    assert national_id_valid("110105491231002")  # 15-digit old form
+    assert not national_id_valid("110105491331002")
+
+
+@pytest.mark.parametrize(
+    "written",
+    [CARD, "4532 0151 1283 0366", "4532-0151-1283-0366", "4532 - 0151 - 1283 - 0366", UNIONPAY + "", "378282246310005"],
+)
+def test_card_number_is_masked_in_stored_transcript(written):
+    masked = mask_text(f"my card number is {written}, thanks", OPTIONS)
+    assert masked == "my card number is [CARD], thanks"
+
+
+def test_card_keeps_at_most_the_last_four_digits_when_asked():
+    options = MaskingOptions(card_keep_last_digits=4)
+    assert mask_text("card 4532 0151 1283 0366", options) == "card [CARD ****0366]"
+
+
+@pytest.mark.parametrize("keep", [-1, 5, 16])
+def test_showing_more_than_four_card_digits_is_refused(keep):
+    with pytest.raises(ValueError):
+        MaskingOptions(card_keep_last_digits=keep)
+    with pytest.raises(ConfigError):
+        load_config(overrides={"masking": {"card_keep_last_digits": keep}})
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (f"身份证号{ID18}", "身份证号[ID]"),
+        (f"身份证号 {_id18('44030419900101123')}。", "身份证号 [ID]。"),
+        ("old ID 110105491231002 here", "old ID [ID] here"),
+        ("身份证一一零一零五一九四九一二三一零零二叉", "身份证[ID]"),
+    ],
+)
+def test_resident_id_number_is_masked(text, expected):
+    assert mask_text(text, OPTIONS) == expected
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("电话13812345678，谢谢", "电话[PHONE]，谢谢"),
+        ("call 138-1234-5678 please", "call [PHONE] please"),
+        ("+86 138 1234 5678", "[PHONE]"),
+        ("0086 13812345678", "[PHONE]"),
+        ("座机010-88888888", "座机[PHONE]"),
+        ("座机(0755) 8888-8888", "座机[PHONE]"),
+        ("座机02187654321", "座机[PHONE]"),
+        ("call (415) 555-2671", "call [PHONE]"),
+        ("call +1 415-555-2671", "call [PHONE]"),
+        ("call 415.555.2671", "call [PHONE]"),
+        ("ring +44 20 7946 0958", "ring [PHONE]"),
+        ("电话是13812345678一共两个", "电话是[PHONE]一共两个"),
+    ],
+)
+def test_phone_numbers_are_masked(text, expected):
+    assert mask_text(text, OPTIONS) == expected
+
+
+@pytest.mark.parametrize(
+    "spoken,expected",
+    [
+        (" ".join(_EN[d] for d in CARD), "[CARD]"),
+        ("".join(_ZH[d] for d in UNIONPAY), "[CARD]"),
+        ("幺三八幺二三四五六七八", "[PHONE]"),
+        ("one three eight, one two three four, five six seven eight", "[PHONE]"),
+        ("my number is one three eight double one two three four five six seven", "my number is [PHONE]"),
+        ("六二二二 " + UNIONPAY[4:], "[CARD]"),
+    ],
+)
+def test_spoken_digit_runs_are_masked(spoken, expected):
+    assert mask_text(spoken, OPTIONS) == expected
+
+
+def test_card_and_phone_read_in_one_breath_are_both_masked():
+    text = "one three eight one two three four five six seven eight " + " ".join(_EN[d] for d in CARD)
+    masked = mask_text(text, OPTIONS)
+    assert "[PHONE]" in masked and "[CARD]" in masked
+    assert not re.search(r"\b(one|two|three|four|five|six|seven|eight|nine|zero)\b", masked)
+
+
+def test_card_number_with_a_misheard_digit_is_still_masked():
+    assert mask_text("card 4532 0151 1283 0367", OPTIONS) == "card [NUMBER]"
+    assert mask_text("card 4532 0151 1283 0367", MaskingOptions(mask_long_numbers=False)) == "card 4532 0151 1283 0367"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "on 2024-05-01 10:30 I paid 100, 200, 300 yuan",
+        "我一共打了一二三次电话",
+        "转账5000元，手续费10元",
+        "the balance is 12,345,678.90",
+        "meeting at 2024 05 01 1030",
+        "double five five one two three four five six seven",
+        "一二三四五六七八九",
+        "Oh, I see. One moment please.",
+    ],
+)
+def test_amounts_dates_and_short_numbers_are_kept(text):
+    assert mask_text(text, OPTIONS) == text
+
+
+def test_each_kind_can_be_switched_off():
+    text = f"card {CARD} id {ID18} phone 13812345678"
+    assert mask_text(text, MaskingOptions(mask_cards=False)) == f"card {CARD} id [ID] phone [PHONE]"
+    assert mask_text(text, MaskingOptions(mask_national_ids=False)) == f"card [CARD] id {ID18} phone [PHONE]"
+    assert mask_text(text, MaskingOptions(mask_phones=False)) == f"card [CARD] id [ID] phone 13812345678"
+    assert mask_text(text, MaskingOptions(enabled=False)) == text
+
+
+def test_spoken_digits_can_be_left_alone():
+    spoken = "幺三八幺二三四五六七八"
+    assert mask_text(spoken, MaskingOptions(spoken_digits=False)) == spoken
+
+
+def test_option_defaults_equal_the_shipped_toml():
+    assert load_config().masking == MaskingOptions()
+
+
+# --- properties -------------------------------------------------------------------------------------
+
+_PROSE = st.text(
+    alphabet=st.characters(
+        blacklist_categories=("Nd", "No", "Nl", "Cs"),
+        blacklist_characters="零〇○一二三四五六七八九幺两叉",
+    ),
+    max_size=60,
+)
+
+
+@st.composite
+def luhn_cards(draw) -> str:
+    body = draw(st.text(alphabet="0123456789", min_size=12, max_size=18))
+    return _luhn_complete(draw(st.sampled_from("3456")) + body)[: len(body) + 2]
+
+
+def _written(draw, digits: str) -> str:
+    style = draw(st.sampled_from(["plain", "space4", "dash4"]))
+    if style == "plain":
+        return digits
+    groups = [digits[i : i + 4] for i in range(0, len(digits), 4)]
+    return (" " if style == "space4" else "-").join(groups)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_generated_luhn_valid_cards_are_always_masked(data):
+    card = data.draw(luhn_cards())
+    assert luhn_valid(card)
+    before = data.draw(_PROSE)
+    after = data.draw(_PROSE)
+    text = f"{before} {_written(data.draw, card)} {after}"
+    masked = mask_text(text, OPTIONS)
+    assert not re.search(r"\d", masked), (text, masked)
+    assert re.search(r"\[(CARD|ID|PHONE|NUMBER)\]", masked)
+
+
+@settings(max_examples=200, deadline=None)
+@given(prose=_PROSE)
+def test_prose_without_digits_is_unchanged(prose):
+    assert mask_text(prose, OPTIONS) == prose
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=400))
+def test_masking_never_raises_and_is_idempotent(text):
+    once = mask_text(text, OPTIONS)
+    assert isinstance(once, str)
+    assert mask_text(once, OPTIONS) == once
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet="0123456789 -+()一二三幺两叉Xx,.", max_size=80))
+def test_digit_soup_never_raises(text):
+    assert isinstance(mask_text(text, OPTIONS), str)
+
+
+def test_ten_thousand_characters_are_masked():
+    text = ("卡号 4532 0151 1283 0366，电话 13812345678。" * 300)[:10_000]
+    masked = mask_text(text, OPTIONS)
+    assert "4532" not in masked and "13812345678" not in masked
+
+
+# --- logs -------------------------------------------------------------------------------------------
+
+
+def _logger_with_filter(name: str) -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(MaskingFilter(OPTIONS))
+    logger = logging.getLogger(name)
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger, stream
+
+
+def test_log_records_never_carry_card_numbers():
+    logger, stream = _logger_with_filter("test.masking.args")
+    logger.info("caller said %s on call %s", f"my card is {CARD}", "c1")
+    logger.info("phone 13812345678 in the message itself")
+    out = stream.getvalue()
+    assert CARD not in out and "13812345678" not in out
+    assert "caller said my card is [CARD] on call c1" in out
+    assert "phone [PHONE] in the message itself" in out
+
+
+def test_exception_text_in_logs_is_masked():
+    logger, stream = _logger_with_filter("test.masking.exc")
+    try:
+        raise ValueError(f"bad card {CARD}")
+    except ValueError:
+        logger.exception("failed")
+    assert CARD not in stream.getvalue()
+    assert "bad card [CARD]" in stream.getvalue()
+
+
+def test_bad_format_arguments_still_reach_the_log_masked():
+    logger, stream = _logger_with_filter("test.masking.badfmt")
+    logger.info("two %s %s but one", CARD)
+    out = stream.getvalue()
+    assert CARD not in out and "[CARD]" in out
+
+
+def test_install_log_masking_covers_every_handler():
+    logger = logging.getLogger("test.masking.install")
+    streams = [io.StringIO(), io.StringIO()]
+    logger.handlers = [logging.StreamHandler(s) for s in streams]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    install_log_masking(OPTIONS, logger)
+    install_log_masking(OPTIONS, logger)  # twice is harmless
+    logger.info("id %s", ID18)
+    for s in streams:
+        assert s.getvalue().strip() == "id [ID]"
+    assert all(len(h.filters) == 1 for h in logger.handlers)
