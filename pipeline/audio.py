@@ -156,19 +156,33 @@ def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
 
 
 class StreamResampler:
-    """Block-by-block resampling of one channel; the concatenated output does not depend on block sizes,
-    which is what lets batch and live give the same scores."""
+    """Block-by-block resampling of one channel whose output does not depend on how the input was cut.
 
-    def __init__(self, *, orig_sr: int, target_sr: int) -> None:
+    soxr's stream output differs in the last bits with the chunking, and a last bit can flip a VAD
+    decision; so input is re-cut into fixed 20 ms chunks (the telephony packet size) before soxr sees it.
+    That is what lets batch (2 s blocks) and live (20 ms packets) give identical scores.
+    """
+
+    def __init__(self, *, orig_sr: int, target_sr: int, chunk_s: float = 0.02) -> None:
         self.orig_sr = orig_sr
         self.target_sr = target_sr
+        self._chunk = max(1, int(round(orig_sr * chunk_s)))
+        self._pending = np.zeros(0, np.float32)
         self._stream = None if orig_sr == target_sr else soxr.ResampleStream(
             orig_sr, target_sr, 1, dtype="float32", quality="HQ")
 
     def process(self, y: np.ndarray, *, last: bool = False) -> np.ndarray:
+        y = y.astype(np.float32, copy=False)
         if self._stream is None:
-            return y.astype(np.float32, copy=False)
-        return self._stream.resample_chunk(y.astype(np.float32, copy=False), last=last)
+            return y
+        buf = np.concatenate([self._pending, y]) if self._pending.size else y
+        n = (buf.size // self._chunk) * self._chunk
+        self._pending = buf[n:].copy()
+        out = [self._stream.resample_chunk(buf[i:i + self._chunk]) for i in range(0, n, self._chunk)]
+        if last:
+            out.append(self._stream.resample_chunk(self._pending, last=True))
+            self._pending = np.zeros(0, np.float32)
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 # --- G.711 (ITU-T) ------------------------------------------------------------------------------

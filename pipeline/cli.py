@@ -29,11 +29,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mask_logs() -> None:
+    """Transcripts carry card, ID and phone numbers: every log handler masks them."""
+    from .masking import MaskingFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(MaskingFilter())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _mask_logs()
     try:
         return int(args.func(args) or 0)
     except PipelineError as exc:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 
 from .errors import ConfigError, ModelUnavailableError
 from .prosody import ProsodyExtractor, ProsodyOptions
@@ -228,8 +230,6 @@ class EmotionModel:
                 "`python scripts/train_emotion.py` (EmoDB from $CALLPULSE_DATA), or set [emotion] model_dir"
             )
         try:
-            import safetensors.numpy
-
             with open(meta_path, encoding="utf-8") as fh:
                 meta = json.load(fh)
             arrays = safetensors.numpy.load_file(str(weights_path))
@@ -240,7 +240,8 @@ class EmotionModel:
             trained_prosody = ProsodyOptions(**meta["prosody_options"])
             if tuple(meta["classes"]) != CLASSES:
                 raise ValueError(f"model classes {meta['classes']} differ from {CLASSES}")
-        except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError,
+                safetensors.SafetensorError) as exc:
             raise ModelUnavailableError(
                 f"emotion model in {model_dir} is unreadable ({exc}); rebuild it with "
                 "`python scripts/train_emotion.py`"

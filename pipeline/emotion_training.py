@@ -222,13 +222,17 @@ def speaker_means(x: np.ndarray, speakers: np.ndarray, *, leave_self_out: bool) 
 def pooled_within_std(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
     """Spread of each feature around its speaker's mean, pooled over speakers [d]."""
     dev = x - speaker_means(x, speakers, leave_self_out=False)
-    sd = np.sqrt(np.nanmean(dev ** 2, axis=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # a never-defined feature gets spread 1
+        sd = np.sqrt(np.nanmean(dev ** 2, axis=0))
     return np.where(np.isfinite(sd) & (sd > 1e-9), sd, 1.0)
 
 
 def _nan_mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = np.nanmean(x, axis=0)
-    sd = np.nanstd(x, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # a never-defined feature gets mean 0, spread 1
+        mean = np.nanmean(x, axis=0)
+        sd = np.nanstd(x, axis=0)
     return np.where(np.isfinite(mean), mean, 0.0), np.where(np.isfinite(sd) & (sd > 1e-9), sd, 1.0)
 
 

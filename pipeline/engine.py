@@ -223,6 +223,7 @@ class CallSession:
         self._next_tick = 1
         self._segments: list[_Segment] = []
         self._timeline: list[dict] = []
+        self._prosody_timeline: list[dict] = []
         self._alerts: dict[str, AlertEvent] = {}
         self._agitation = AgitationTracker(cfg.fusion)
         self._policy = AlertPolicy("caller_agitation", cfg.alerts.caller_agitation, info.call_id, info.agent_id)
@@ -329,6 +330,14 @@ class CallSession:
                 self._agent_talk_s += speech
             if self._speech_in(ch, t - EMOTION_WINDOW_S, t) >= MIN_WINDOW_SPEECH_S:
                 emo = self._acoustic(ch, t - EMOTION_WINDOW_S, t, update_baseline=True)
+                if emo is not None:
+                    p = emo["prosody"]
+                    self._prosody_timeline.append({
+                        "t_s": round(t, 2), "speaker": ch.speaker, "f0_median_st": p.get("f0_median_st"),
+                        "f0_range_st": p.get("f0_range_st"), "energy_db": p.get("energy_db"),
+                        "speaking_rate_syl_s": p.get("speaking_rate_syl_s"), "pause_ratio": p.get("pause_ratio"),
+                        "jitter": p.get("jitter"), "shimmer": p.get("shimmer"), "hnr_db": p.get("hnr_db"),
+                        "z": emo["z"], "arousal": round(emo["arousal"], 3), "emotion": emo["label"]})
                 if emo is not None and ch.speaker in ("caller", "mixed"):
                     z = emo["z"]
                     prosody_z = (0.5 * z.get("energy_db", 0.0) + 0.3 * z.get("f0_median_st", 0.0)
@@ -388,8 +397,9 @@ class CallSession:
                     # flattening (narrow F0 range) and slowing against the agent's own calm speech
                     self._agent_drift.append(max(0.0, -z.get("f0_range_st", 0.0)) / 4 +
                                              max(0.0, -z.get("speaking_rate_syl_s", 0.0)) / 4)
-            emo["baseline_ready"] = bool(ch.prosody_baseline.ready if ch.emotion_baseline is None
-                                         else ch.emotion_baseline.ready)
+            # trusted only after the warm-up: a baseline from one or two windows is mostly noise
+            emo["baseline_ready"] = ch.speech_s > self.config.fusion.baseline_warmup_s and bool(
+                ch.prosody_baseline.ready if ch.emotion_baseline is None else ch.emotion_baseline.ready)
             emo["prosody"] = feats.as_dict()
             emo["z"] = {k: round(v, 2) for k, v in z.items()}
             return emo
@@ -576,6 +586,8 @@ class CallSession:
             "languages": list(self._languages), "agent_id": info.agent_id, "started_at": info.started_at,
             "segments": [s.as_json() for s in sorted(self._segments, key=lambda s: (s.start_s, s.speaker))],
             "timeline": list(self._timeline),
+            # per second and speaker over the last 2 s of their speech; z = against their own baseline
+            "prosody_timeline": list(self._prosody_timeline),
             "alerts": [{k: v for k, v in a.as_json().items() if k not in ("state", "call_id", "agent_id")}
                        for a in alerts],
             "summary": summary,

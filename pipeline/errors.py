@@ -33,3 +33,7 @@ class DatasetError(PipelineError):
 class EvaluationError(PipelineError):
     """An evaluation cannot run: a manifest or suite file is missing, malformed or points at missing
     files, or a labelled item cannot be scored. The message names the file, row and what to fix."""
+
+
+class SampleGenerationError(PipelineError):
+    """A sample call could not be synthesised (espeak-ng missing or failing); says what to install."""

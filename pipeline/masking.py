@@ -11,6 +11,8 @@ one digit string per run and classified:
   and birth date, or the 15-digit old form with a valid birth date.
 - ``[PHONE]``: Chinese mobiles (1[3-9] + 9 digits, optionally +86/0086), Chinese landlines
   (0 + area code + 7-8 digits), North American numbers, and any number written with + or 00 in front.
+- ``[SECRET]``: (``mask_secrets``) a short run of 3-9 digits said right after a secret's name (PIN, CVV,
+  password, SMS verification code; 密码, 验证码, 动态码, 安全码): PCI DSS forbids storing these at all.
 - ``[NUMBER]``: (``mask_long_numbers``) any other run of at least ``long_number_min_digits`` digits. ASR
   gets a digit wrong now and then, and a card number with one wrong digit fails Luhn yet is still a card
   number: in a bank, over-masking a long number is the safe error.
@@ -30,6 +32,7 @@ CARD = "[CARD]"
 NATIONAL_ID = "[ID]"
 PHONE = "[PHONE]"
 NUMBER = "[NUMBER]"
+SECRET = "[SECRET]"
 
 # Longest digit string any classifier accepts (19-digit cards, 0086 + 12-digit landlines = 16, E.164 15).
 _MAX_SPAN_DIGITS = 20
@@ -49,6 +52,7 @@ class MaskingOptions:
     mask_long_numbers: bool = True
     long_number_min_digits: int = 13
     card_keep_last_digits: int = 0
+    mask_secrets: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.card_keep_last_digits <= 4:
@@ -130,6 +134,17 @@ _UNIT = re.compile(
 _WRITTEN_GAP = re.compile(r"[ \u00a0\u3000]{1,2}|[ ]?[-\u2013\u2014./][ ]?|\)[ ]?-?[ ]?|[ ]?\(")
 # Spoken digits may also be separated by commas (ASR punctuates pauses) or touch each other (Mandarin).
 _SPOKEN_GAP = re.compile(r"\s{0,3}|\s*[-\u2013\u2014,，、.]\s*")
+# A secret's name, then at most a few non-sentence-ending characters, then the digits ("PIN is 1234",
+# "密码是六个数字123456" does not count: the name must be close). CVV, PIN, passwords and one-time codes
+# must never be stored at all (PCI DSS 3.2), so their digits go even though they are short.
+_SECRET_LOOKBACK = 24
+_SECRET_KEYWORD = re.compile(
+    r"(?:\b(?:cvv2?|cvc2?|cid|security code|pin(?: number| code)?|passcode|pass code|password|"
+    r"verification code|one[- ]time (?:pass)?code|otp|sms code|auth(?:entication)? code)\b"
+    r"|密码|验证码|动态码|动态密码|安全码|校验码|口令|短信码)"
+    r"[^.!?。！？，；\n]{0,16}$",
+    re.IGNORECASE,
+)
 _PLUS_BEFORE = re.compile(r"(?:\+|\bplus[ \t]*|加)$", re.IGNORECASE)
 
 _CN_MOBILE = re.compile(r"(?:0086|86)?1[3-9]\d{9}")
@@ -229,7 +244,8 @@ def _classify(digits: str, shape: tuple[int, ...], spoken: bool, has_plus: bool)
         return NATIONAL_ID
     if _CN_MOBILE.fullmatch(digits) or _INTL.fullmatch(digits):
         return PHONE
-    free_shape = spoken or len(shape) == 1
+    # Spoken, one unbroken string, or read out digit by digit ("0 1 0 8 8 8 8 8 8 8 8"): no shape to check.
+    free_shape = spoken or len(shape) == 1 or max(shape) == 1
     if _CN_LANDLINE.fullmatch(digits) and (free_shape or shape in _LANDLINE_SHAPES or digits.startswith("0086")):
         return PHONE
     if _NANP.fullmatch(digits) and (free_shape or shape in _NANP_SHAPES):
@@ -337,15 +353,32 @@ def _spans_in_run(text: str, run: list[_Group], options: MaskingOptions) -> list
     return spans
 
 
+def _secret_spans(text: str, runs: list[list[_Group]]) -> list[tuple[int, int, str]]:
+    """Short digit runs (3-9 digits) said right after a secret's name: PIN, CVV, password, SMS code."""
+    spans = []
+    for run in runs:
+        n_digits = sum(len(g.digits) for g in run)
+        if n_digits < 3:
+            continue
+        before = text[max(0, run[0].start - _SECRET_LOOKBACK) : run[0].start]
+        if _SECRET_KEYWORD.search(before):
+            spans.append((run[0].start, run[-1].end, SECRET))
+    return spans
+
+
 def mask_text(text: str, options: MaskingOptions) -> str:
     """``text`` with card, ID and phone numbers (written or spoken) replaced by tokens; never raises."""
     if not options.enabled or not text:
         return text
     spans: list[tuple[int, int, str]] = []
+    short_runs: list[list[_Group]] = []
     for run in _digit_groups(text, options.spoken_digits):
         if sum(len(g.digits) for g in run) < _MIN_RUN_DIGITS:
+            short_runs.append(run)
             continue
         spans.extend(_spans_in_run(text, run, options))
+    if options.mask_secrets:
+        spans.extend(_secret_spans(text, short_runs))
     if not spans:
         return text
     out = []

@@ -440,8 +440,11 @@ class ProsodyExtractor:
             return 0.0
         smooth = scipy.signal.savgol_filter(level_db, 5, 2) if len(level_db) >= 5 else level_db
         gap = max(1, int(round(o.min_syllable_gap_s * 1000.0 / o.hop_ms)))
-        peaks, _ = scipy.signal.find_peaks(smooth, prominence=o.syllable_prominence_db, distance=gap)
-        return float(np.count_nonzero(voiced[peaks])) / speech_s
+        # Pad with the floor so a syllable cut by the window edge still counts as a peak.
+        floor = float(smooth.min())
+        padded = np.concatenate([[floor], smooth, [floor]])
+        peaks, _ = scipy.signal.find_peaks(padded, prominence=o.syllable_prominence_db, distance=gap)
+        return float(np.count_nonzero(voiced[peaks - 1])) / speech_s
 
     def _pause_ratio(self, active: np.ndarray) -> float:
         """Share of the span from first to last active frame spent in silences >= min_pause_s."""

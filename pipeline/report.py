@@ -264,7 +264,7 @@ def timeline_svg(result: Mapping) -> str:
     # and headless servers can render; matplotlib rasterises with Agg only if asked for PNG.
     import matplotlib
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
 
     timeline = list(result.get("timeline") or [])
     segments = list(result.get("segments") or [])
@@ -312,12 +312,14 @@ def timeline_svg(result: Mapping) -> str:
             ax.axhline(threshold, color=_THRESHOLD_COLOUR, lw=1, ls=(0, (4, 3)),
                        label=f"alert threshold {threshold:.2f}")
         if timeline:
-            t = [_num(p.get("t_s")) for p in timeline]
-            ag = [_nan_if_none(p.get("caller_agitation")) for p in timeline]
-            st = [_nan_if_none(p.get("agent_strain")) for p in timeline]
-            ax.plot(t, ag, color=_AGITATION_COLOUR, lw=1.8, label="caller agitation")
+            t, ag, st = _thin_timeline(timeline)
+            # A call of a second or two has one or two points: draw them as dots, or nothing shows.
+            dots = "o" if len(t) < 3 else None
+            ax.plot(t, ag, color=_AGITATION_COLOUR, lw=1.8, label="caller agitation", marker=dots, ms=4,
+                    clip_on=dots is None)
             ax.fill_between(t, ag, 0, color=_AGITATION_COLOUR, alpha=0.06, lw=0)
-            ax.plot(t, st, color=_STRAIN_COLOUR, lw=1.5, ls=(0, (6, 2)), label="agent strain")
+            ax.plot(t, st, color=_STRAIN_COLOUR, lw=1.5, ls=(0, (6, 2)), label="agent strain", marker=dots, ms=4,
+                    clip_on=dots is None)
 
         handles, labels = ax.get_legend_handles_labels()
         if handles:
@@ -338,14 +340,18 @@ def timeline_svg(result: Mapping) -> str:
             spans = [(_num(s.get("start_s")), _num(s.get("end_s"))) for s in segments if s.get("speaker") == speaker]
             spans = [(a, b - a) for a, b in spans if a is not None and b is not None and b > a]
             bands.broken_barh(spans, (row + 0.18, 0.64), color=_SPEAKER_COLOURS[speaker], lw=0)
+        if not speakers:
+            bands.text(0.5, 0.5, "no speech found", transform=bands.transAxes, ha="center", va="center",
+                       color="#7f8c8d", fontsize=8.5)
         bands.set_yticks([r + 0.5 for r in range(len(speakers))], list(reversed(speakers)))
         bands.set_ylim(0, max(1, len(speakers)))
-        bands.set_xlabel("time in call (m:ss)")
+        bands.set_xlabel("time in call (h:mm:ss)" if duration >= 3600 else "time in call (m:ss)")
         bands.tick_params(axis="y", length=0)
+        bands.xaxis.set_major_locator(MultipleLocator(_tick_step_s(duration)))
         bands.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _clock(x)))
         for side in ("top", "right"):
             bands.spines[side].set_visible(False)
-        fig.subplots_adjust(left=0.07, right=0.99, top=0.9, bottom=0.14)
+        fig.subplots_adjust(left=0.07, right=0.97, top=0.9, bottom=0.14)
 
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
@@ -362,6 +368,31 @@ def timeline_svg(result: Mapping) -> str:
             j = head.find('"', i + len(attr) + 3)
             head = head[:i] + head[j + 1:]
     return head + ' role="img" aria-label="call timeline"' + svg[head_end:]
+
+
+_MAX_PLOT_POINTS = 2400  # more than the figure has pixels; a 3-hour call has 10,800 points at 1 Hz
+
+
+def _thin_timeline(timeline: Sequence[Mapping]) -> tuple[list[float], list[float], list[float]]:
+    """Times, agitation and strain to plot; long calls are binned, keeping each bin's peak agitation
+    (a supervisor must still see a short spike) and its last strain value (strain moves slowly)."""
+    t = [_nan_if_none(p.get("t_s")) for p in timeline]
+    ag = [_nan_if_none(p.get("caller_agitation")) for p in timeline]
+    st = [_nan_if_none(p.get("agent_strain")) for p in timeline]
+    if len(t) <= _MAX_PLOT_POINTS:
+        return t, ag, st
+    size = math.ceil(len(t) / _MAX_PLOT_POINTS)
+    bins = range(0, len(t), size)
+    peak = [max((x for x in ag[i:i + size] if not math.isnan(x)), default=math.nan) for i in bins]
+    return [t[i] for i in bins], peak, [st[min(i + size, len(st)) - 1] for i in bins]
+
+
+def _tick_step_s(duration_s: float) -> float:
+    """A round tick spacing (10 s, 1 min, 15 min, ...) giving at most about 10 ticks."""
+    for step in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200):
+        if duration_s / step <= 10:
+            return float(step)
+    return float(3600 * math.ceil(duration_s / 36000))
 
 
 # -------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import soundfile as sf
 from scipy import signal
 
 from pipeline.audio import decode_mulaw, encode_mulaw
-from pipeline.errors import PipelineError
+from pipeline.errors import SampleGenerationError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ SAMPLE_RATE_HZ = 8000
 AGENT_CHANNEL = 0
 CALLER_CHANNEL = 1
 DEFAULT_SEED = 20261129
+# The committed samples/ were made with this espeak-ng; other builds speak slightly differently.
+ESPEAK_VERSION_OF_SAMPLES = "1.51"
 
 # espeak-ng always renders at 22050 Hz; 8000/22050 = 160/441 exactly, so a polyphase resampler is exact.
 _ESPEAK_RATE_HZ = 22050
@@ -50,10 +52,6 @@ _TRIM_REL_DB = -40.0
 _SOFT_CLIP = 0.9
 
 Speaker = Literal["agent", "caller"]
-
-
-class SampleGenerationError(PipelineError):
-    """A sample call could not be synthesised (espeak-ng missing or failing)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +113,14 @@ def _espeak_binary() -> str:
             "scripts/make_samples.py again"
         )
     return path
+
+
+def espeak_version() -> str:
+    """The installed espeak-ng's version string, e.g. "1.51"."""
+    proc = subprocess.run([_espeak_binary(), "--version"], capture_output=True, text=True, check=False)
+    words = proc.stdout.split()
+    # "eSpeak NG text-to-speech: 1.51  Data at: ..."
+    return next((w for w in words if w[:1].isdigit()), "unknown")
 
 
 def synthesize_line(text: str, voice: Voice) -> np.ndarray:
@@ -289,7 +295,7 @@ def _stable_hash(name: str) -> int:
 # British agent and a male American caller, distinct to the ear and to a speaker baseline.
 _AGENT_EN = Voice("en-gb+f3", pitch_0_99=55, speed_wpm=150, level_dbfs=-24.0)
 _CALLER_EN = Voice("en-us", pitch_0_99=40, speed_wpm=150, level_dbfs=-25.0)
-# Raised voice: ~10 dB louder, ~45% higher, ~25% faster, wider-ranging and brighter than the same caller calm. Faster than
+# Raised voice: ~11 dB louder, ~45% higher, ~25% faster, wider-ranging and brighter than the same caller calm. Faster than
 # this and tiny.en loses the words the text stage needs ("ridiculous", "manager", "useless").
 _CALLER_EN_AGITATED = Voice(
     "en-us", pitch_0_99=80, speed_wpm=185, level_dbfs=-14.0, brightness=0.5, pitch_range_pct=250
@@ -329,18 +335,21 @@ ESCALATING_EN = CallScript(
     caller_agitated_voice=_CALLER_EN_AGITATED,
     lines=(
         Line("agent", "Thank you for calling City Bank card services, my name is Emma. How can I help you today?"),
-        Line("caller", "Hi. My new debit card was declined at the supermarket this morning."),
+        # Three calm caller turns (~12 s of speech) give per-speaker baselines something to stand on.
+        Line("caller", "Hi. My new debit card was declined at the supermarket this morning, and I do not know why."),
         Line("agent", "I am sorry to hear that. Can I have the last four digits of the card, please?"),
-        Line("caller", "Yes, it ends in four four two one."),
-        Line("agent", "Thank you. I can see the card has not been activated yet. Did you get an activation text?"),
-        Line("caller", "No! This is ridiculous, I have called three times about this card already!", agitated=True),
+        Line("caller", "Yes, it ends in four four two one. The card came in the post last week."),
+        Line("agent", "Thank you. I can see the card has not been activated yet."),
+        # Worded so Whisper hears it through espeak and the phone chain ("supervisor" and "idiots" it does not).
+        Line("caller", "This is ridiculous. I am sick and tired of this. I have called three times already!",
+             agitated=True),
         Line("agent", "I understand, and I am sorry. Let me activate it for you now."),
         Line("caller", "Every time you people say the same thing and nothing happens! I want to speak to your "
                        "manager right now!", agitated=True),
         Line("agent", "I can transfer you, but I can fix this right away if you give me one minute."),
         # Cuts the agent off before she finishes.
-        Line("caller", "No! I am sick of waiting. You people are useless idiots! Stupid and useless!", agitated=True,
-             gap_s=-0.8),
+        Line("caller", "No! I am sick of waiting. You people are useless idiots. You are useless! Stupid, useless "
+                       "idiots!", agitated=True, gap_s=-0.8),
         Line("caller", "This is absolutely ridiculous! Get me your manager now, I have wasted my whole morning!",
              agitated=True),
         Line("agent", "The card is active now, and I am putting you through to my manager."),

@@ -180,6 +180,15 @@ def _read_word_values(path: Path) -> dict[str, float]:
     return out
 
 
+def _read_formulas(path: Path) -> re.Pattern | None:
+    """One alternation of every formula regex in the file (None when the file lists none)."""
+    patterns = []
+    for number, cols in _data_lines(path):
+        _regex(path, number, cols[0])  # names the bad line, if any
+        patterns.append(f"(?:{cols[0]})")
+    return re.compile("|".join(patterns), re.IGNORECASE) if patterns else None
+
+
 def _read_words(path: Path) -> set[str]:
     return {cols[0].strip() for _, cols in _data_lines(path)}
 
@@ -413,6 +422,7 @@ class TextScorer:
         *,
         vader,
         en_rules: tuple[tuple[re.Pattern, float], ...],
+        en_formulas: re.Pattern | None,
         zh_lexicon: _ZhLexicon,
         flag_patterns: tuple[tuple[str, str, re.Pattern], ...],
         snownlp_cls,
@@ -422,6 +432,7 @@ class TextScorer:
         self.options = options
         self._vader = vader
         self._en_rules = en_rules
+        self._en_formulas = en_formulas
         self._zh = zh_lexicon
         self._flags = flag_patterns
         self._snownlp = snownlp_cls
@@ -435,7 +446,7 @@ class TextScorer:
             raise ModelUnavailableError(
                 f"text lexicon folder {folder} does not exist; restore models/text/ from the repository, "
                 "or set $CALLPULSE_MODELS / [text] lexicon_dir to a folder holding en_domain.tsv, "
-                "en_vader_overrides.tsv, flags_en.tsv, flags_zh.tsv, zh_sentiment.tsv, zh_degree.tsv and "
+                "en_vader_overrides.tsv, en_formulas.txt, flags_en.tsv, flags_zh.tsv, zh_sentiment.tsv, zh_degree.tsv and "
                 "zh_negators.txt"
             )
         try:
@@ -477,6 +488,7 @@ class TextScorer:
             options,
             vader=vader,
             en_rules=_read_weighted_patterns(folder / "en_domain.tsv"),
+            en_formulas=_read_formulas(folder / "en_formulas.txt"),
             zh_lexicon=_ZhLexicon.from_folder(folder),
             flag_patterns=flags,
             snownlp_cls=snownlp_cls,
@@ -542,6 +554,8 @@ class TextScorer:
         return "zh" if n_cjk / 1.5 >= n_words else "en"
 
     def _en_raw(self, text: str) -> float:
+        if self._en_formulas is not None:
+            text = self._en_formulas.sub(" ", text)
         if not text.strip():
             return 0.0
         raw = _compound_to_raw(self._vader.polarity_scores(text)["compound"])

@@ -65,8 +65,7 @@ def test_stream_resampler_output_does_not_depend_on_block_size(block):
     out = [parts.process(y[i:i + block]) for i in range(0, y.size, block)]
     out.append(parts.process(y[:0], last=True))
     got = np.concatenate(out)
-    assert got.size == ref.size
-    np.testing.assert_allclose(got, ref, atol=1e-6)
+    np.testing.assert_array_equal(got, ref)  # bit-identical: a last bit can flip a VAD decision
 
 
 def test_stereo_wav_is_read_as_channels_by_samples(tmp_path):

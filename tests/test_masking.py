@@ -123,6 +123,32 @@ def test_spoken_digit_runs_are_masked(spoken, expected):
     assert mask_text(spoken, OPTIONS) == expected
 
 
+def test_number_read_digit_by_digit_is_masked():
+    assert mask_text("座机 0 1 0 8 8 8 8 8 8 8 8", OPTIONS) == "座机 [PHONE]"
+    assert mask_text("card " + " ".join(CARD), OPTIONS) == "card [CARD]"
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("my PIN is 1234", "my PIN is [SECRET]"),
+        ("the CVV is four five six", "the CVV is [SECRET]"),
+        ("密码是123456", "密码是[SECRET]"),
+        ("验证码：八三二七一九", "验证码：[SECRET]"),
+    ],
+)
+def test_pins_cvvs_and_one_time_codes_are_masked(text, expected):
+    assert mask_text(text, OPTIONS) == expected
+    assert mask_text(text, MaskingOptions(mask_secrets=False)) == text
+
+
+@pytest.mark.parametrize(
+    "text", ["密码错了三次", "验证码一直收不到，等了300秒", "I forgot my password. I paid 500 dollars", "pin 12"]
+)
+def test_numbers_near_but_not_after_a_secret_name_are_kept(text):
+    assert mask_text(text, OPTIONS) == text
+
+
 def test_card_and_phone_read_in_one_breath_are_both_masked():
     text = "one three eight one two three four five six seven eight " + " ".join(_EN[d] for d in CARD)
     masked = mask_text(text, OPTIONS)

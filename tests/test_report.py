@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.report import (
     SUMMARY_COLUMNS,
+    _thin_timeline,
     render_batch_html,
     render_call_html,
     timeline_svg,
@@ -137,6 +138,20 @@ def test_timeline_leaves_out_the_threshold_when_the_result_has_none():
     svg = timeline_svg(mono_result())
     assert "alert threshold" not in svg
     assert ">mixed<" in svg
+
+
+def test_a_three_hour_call_plots_compactly_and_keeps_a_one_second_spike():
+    timeline = [{"t_s": float(i), "caller_agitation": 0.9 if i == 5001 else 0.05, "agent_strain": i / 10800}
+                for i in range(10800)]
+    t, agitation, strain = _thin_timeline(timeline)
+    assert len(t) <= 2400
+    assert max(agitation) == 0.9
+    assert strain[-1] == pytest.approx(10799 / 10800)
+    result = {"call_id": "long", "duration_s": 10800.0, "channels": "mixed", "timeline": timeline,
+              "segments": [], "alerts": [], "summary": {}}
+    svg = timeline_svg(result)
+    assert len(svg) < 250_000
+    assert "3:00:00" in svg and "time in call (h:mm:ss)" in svg and "no speech found" in svg
 
 
 def test_rendering_is_deterministic():

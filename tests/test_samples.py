@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import librosa
@@ -10,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from pipeline.audio import decode_mulaw
-from pipeline.samples_gen import SCRIPTS, render_call
+from pipeline.errors import SampleGenerationError
+from pipeline.samples_gen import ESPEAK_VERSION_OF_SAMPLES, SCRIPTS, espeak_version, render_call, write_all
 
 from conftest import require_binary
 
@@ -162,3 +165,27 @@ def test_a_different_seed_changes_the_turn_gaps():
     a = render_call(script, seed=1).annotation["turns"]
     b = render_call(script, seed=2).annotation["turns"]
     assert [t["start_s"] for t in a] != [t["start_s"] for t in b]
+
+
+def test_the_script_regenerates_the_committed_sample(tmp_path):
+    require_binary("espeak-ng")
+    proc = subprocess.run([sys.executable, str(SAMPLES.parent / "scripts" / "make_samples.py"), "--only", "calm_en",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    made = json.loads((tmp_path / "calm_en.json").read_text(encoding="utf-8"))
+    committed, *_ = _load("calm_en")
+    assert [t["text"] for t in made["turns"]] == [t["text"] for t in committed["turns"]]
+    if espeak_version() == ESPEAK_VERSION_OF_SAMPLES:
+        assert made == committed
+        assert (tmp_path / "calm_en.wav").read_bytes() == (SAMPLES / "calm_en.wav").read_bytes()
+
+
+def test_missing_espeak_is_reported_with_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setattr("pipeline.samples_gen.shutil.which", lambda name: None)
+    with pytest.raises(SampleGenerationError, match="apt-get install -y espeak-ng"):
+        write_all(tmp_path, names=["calm_en"])
+
+
+def test_an_unknown_sample_name_is_refused():
+    with pytest.raises(SampleGenerationError, match="calm_en"):
+        write_all(Path("/nonexistent"), names=["nope"])

@@ -66,6 +66,11 @@ NEUTRAL_SERVICE_TALK = [
     ("is there anything else I can help with", "en"),
     ("what is the interest rate on my credit card", "en"),
     ("yes, that's right", "en"),
+    # Agents' empathy formulas carry no feeling of their own.
+    ("非常抱歉给您带来不便", "zh"),
+    ("I'm really sorry for the inconvenience", "en"),
+    ("I understand your frustration", "en"),
+    ("thank you for your patience", "en"),
 ]
 
 COMPLAINTS = [
@@ -85,6 +90,12 @@ COMPLAINTS = [
     ("I still haven't received my new card", "en"),
     ("I've been on hold for an hour", "en"),
     ("I want to close my account", "en"),
+    ("我不想再听你解释了", "zh"),
+    ("你们银行的效率太低了吧", "zh"),
+    ("算了算了，我不办了", "zh"),
+    ("are you kidding me", "en"),
+    ("I've been a customer for twenty years and this is how you treat me", "en"),
+    ("you're not listening to me", "en"),
 ]
 
 

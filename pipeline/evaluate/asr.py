@@ -173,10 +173,14 @@ def evaluate_asr(*, options: AsrEvalOptions, config, run: RunOptions, out: Path,
         summary.append(f"  {language}: {figures['n_clips']} clips  {parts}")
     for c in per_clip:
         summary.append(f"  {Path(c['path']).name}: " + "  ".join(
-            f"{s} {c['metric']} {report.fmt(c[s]['rate'])}" for s in systems))
-    headers = ["clip", "language", "metric", *(f"{s} rate" for s in systems), *(f"{s} hypothesis" for s in systems)]
+            f"{s} {c['metric']} {report.fmt(c[s]['rate'])}"
+            + (f" ({c[s]['traditional_chars']} Traditional characters)" if c[s]["traditional_chars"] else "")
+            for s in systems))
+    headers = ["clip", "language", "metric", *(f"{s} rate" for s in systems),
+               *(f"{s} Traditional chars" for s in systems), *(f"{s} hypothesis" for s in systems)]
     table_rows = [[Path(c["path"]).name, c["language"], c["metric"], *(c[s]["rate"] for s in systems),
-                   *(c[s]["text"] for s in systems)] for c in per_clip]
+                   *(c[s]["traditional_chars"] for s in systems), *(c[s]["text"] for s in systems)]
+                  for c in per_clip]
     lang_rows = [[lang, f["metric"], f["n_clips"], *(f[s]["rate"] for s in systems)] for lang, f in by_language.items()]
     sections = [
         report.Section("Per language (pooled)", report.table(["language", "metric", "clips",

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import report
-from .alerts import AlertEvalOptions, evaluate_alerts
-from .asr import AsrEvalOptions, evaluate_asr
-from .emotion import PROTOCOLS, EmotionEvalOptions, evaluate_emotion
+from .alerts import evaluate_alerts
+from .asr import evaluate_asr
+from .emotion import PROTOCOLS, evaluate_emotion
 from .runner import RunOptions
 from .suite import SuiteOptions, emotion_variant_options, load_eval_config
-from .text import TextEvalOptions, evaluate_text
+from .text import evaluate_text
 
 log = logging.getLogger("pipeline.evaluate.cli")
 
@@ -36,7 +36,9 @@ def _common(p: argparse.ArgumentParser, *, out: str, manifest: bool = True) -> N
     p.add_argument("--limit", type=int, default=0, help="only N rows, evenly spaced over the manifest (0 = all)")
     p.add_argument("--workers", type=int, default=None,
                    help="items run in parallel (threads; capped at the CPU count; default 1 or [evaluate] workers)")
-    p.add_argument("--no-resume", action="store_true", help="redo every item instead of reusing <out>/items/")
+    p.add_argument("--cache", default=None, help="where finished items are kept (default: <out>/items); "
+                                                 "several runs may share one")
+    p.add_argument("--no-resume", action="store_true", help="redo every item instead of reusing cached ones")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
 
 
@@ -73,6 +75,10 @@ def register(sub) -> None:
     s = ev.add_parser("all", help="the suite of the config's [evaluate] table, one report")
     _common(s, out="eval", manifest=False)
     s.set_defaults(func=_run_all)
+
+
+def _cache_dir(args: argparse.Namespace, out: Path) -> Path:
+    return Path(args.cache) if args.cache else out / "items"
 
 
 def _run_options(args: argparse.Namespace, suite: SuiteOptions) -> RunOptions:
@@ -114,7 +120,7 @@ def _single(args: argparse.Namespace, name: str, fn: Callable[..., report.EvalRe
     config, suite = load_eval_config(args.config)
     out = Path(args.out)
     options = make_options(suite)
-    result = fn(options=options, config=config, run=_run_options(args, suite), out=out, cache_dir=out / "items")
+    result = fn(options=options, config=config, run=_run_options(args, suite), out=out, cache_dir=_cache_dir(args, out))
     return _finish(out, results=[result], config=config, suite=suite, models=dict(result.metrics.get("models", {})),
                    options={name: dataclasses.asdict(options)}, title=f"callpulse evaluation: {name}")
 
@@ -156,7 +162,7 @@ def _run_all(args: argparse.Namespace) -> int:
     config, suite = load_eval_config(args.config)
     out = Path(args.out)
     run = _run_options(args, suite)
-    cache = out / "items"
+    cache = _cache_dir(args, out)
     limit = {"limit": args.limit} if args.limit else {}
     engine = Engine.load(config)
     results: list[report.EvalResult] = []
@@ -170,10 +176,11 @@ def _run_all(args: argparse.Namespace) -> int:
             if engine.emotion is None:
                 print("emotion: skipped, no emotion model is installed (see the engine's warning)", file=sys.stderr)
                 continue
+            folds: dict = {}
             for variant in suite.emotion_variants:
                 opts = dataclasses.replace(emotion_variant_options(suite.emotion, variant), **limit)
                 results.append(evaluate_emotion(options=opts, config=config, run=run, out=out / f"emotion-{variant}",
-                                                cache_dir=cache, model=engine.emotion))
+                                                cache_dir=cache, model=engine.emotion, fold_cache=folds))
         elif name == "alerts":
             opts = dataclasses.replace(suite.alerts, **limit)
             results.append(evaluate_alerts(options=opts, config=config, run=run, out=out / "alerts",

@@ -114,10 +114,12 @@ def score(vectors: np.ndarray, speakers: list[str], *, models: dict[str, Any], s
 
 
 def evaluate_emotion(*, options: EmotionEvalOptions, config, run: RunOptions, out: Path, cache_dir: Path,
-                     model=None) -> report.EvalResult:
+                     model=None, fold_cache: dict | None = None) -> report.EvalResult:
     """Score every labelled clip of the manifest and write predictions.csv and plots under ``out``.
 
     ``model`` defaults to the configured ``EmotionModel``; tests pass a scripted fake of its interface.
+    ``fold_cache``: a dict shared by several variants of one run, so the leave-one-speaker-out refits
+    (which depend on the clips, not on the variant) are computed once.
     """
     if model is None:
         from ..emotion import EmotionModel
@@ -147,7 +149,11 @@ def evaluate_emotion(*, options: EmotionEvalOptions, config, run: RunOptions, ou
 
     protocol, independent = _resolve_protocol(options, model, set(speakers))
     if protocol == "loso":
-        models = fold_models(model, vectors=vectors, labels=truths, speakers=speakers)
+        key = fingerprint(model.model_id, [str(r.path) for r, _ in ok], truths, speakers)
+        cache = fold_cache if fold_cache is not None else {}
+        if key not in cache:
+            cache[key] = fold_models(model, vectors=vectors, labels=truths, speakers=speakers)
+        models = cache[key]
     else:
         models = {s: model for s in set(speakers)}
     scores = score(vectors[rate], speakers, models=models, speaker_baseline=options.speaker_baseline)

@@ -65,6 +65,18 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:12]
 
 
+def folder_digest(folder: Path) -> str | None:
+    """A hash of every file's name and bytes under ``folder`` (small model folders such as lexicons);
+    None if it does not exist."""
+    if not folder.is_dir():
+        return None
+    h = hashlib.sha1()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode("utf-8"))
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def cache_path(cache_dir: Path, key: str, signature: str) -> Path:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(key).stem or key)[:60]
     return cache_dir / f"{stem}-{fingerprint(key, signature)}.json"

@@ -22,9 +22,10 @@ from typing import Any
 
 from ..errors import EvaluationError
 from . import report
+from ..text import models_root
 from .manifests import default_data_dir, read_manifest
 from .metrics import confusion, roc_auc
-from .runner import Item, RunOptions, fingerprint, run_items
+from .runner import Item, RunOptions, fingerprint, folder_digest, run_items
 
 log = logging.getLogger("pipeline.evaluate.text")
 
@@ -130,7 +131,8 @@ def evaluate_text(*, options: TextEvalOptions, config, run: RunOptions, out: Pat
         from ..text import TextScorer
 
         scorer = TextScorer.load(config.text)
-    signature = fingerprint("text/1", repr(config.text), getattr(scorer, "options", None) and repr(scorer.options))
+    # The lexicons shape the scores as much as the options do: a changed lexicon invalidates cached rows.
+    signature = fingerprint("text/1", repr(getattr(scorer, "options", None)), folder_digest(models_root() / "text"))
     sets: dict[str, dict] = {}
     all_rows: list[list] = []
     sections = []

@@ -68,6 +68,8 @@ class LiveCall:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # whoever holds it may use the session
     connections: int = 1
     last_lag_warning: float = 0.0
+    last_drop_warning: float = 0.0
+    drained: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever the worker took the backlog
 
     @property
     def call_id(self) -> str:
@@ -164,11 +166,25 @@ class CallManager:
             dropped = call.pending.pop(0)
             call.pending_samples -= dropped.shape[1]
             call.dropped_samples += dropped.shape[1]
-            log.error("call %s: %.1f s of audio waiting, more than live.max_backlog_s; dropped the oldest "
-                      "%.2f s (the machine cannot keep up: fewer calls, or [asr] model tiny/off)",
-                      call.call_id, call.pending_samples / sr, dropped.shape[1] / sr,
-                      extra={"call_id": call.call_id})
+            now = time.monotonic()
+            if now - call.last_drop_warning > 10:
+                call.last_drop_warning = now
+                log.error("call %s: more than live.max_backlog_s of audio waiting; dropping the oldest (%.2f s "
+                          "dropped so far). The machine cannot keep up: fewer calls, or [asr] model tiny/off",
+                          call.call_id, call.dropped_samples / sr, extra={"call_id": call.call_id})
         call.wake.set()
+
+    async def wait_for_room(self, call: LiveCall) -> None:
+        """Backpressure for stream taps (WebSocket, TCP): while half of ``max_backlog_s`` waits for the
+        engine, stop reading from this connection so TCP slows the sender instead of audio being dropped.
+        (RTP over UDP cannot be slowed down; there the drop policy applies.)"""
+        limit = self.options.max_backlog_s * call.sample_rate_hz / 2
+        while call.state == "live" and call.pending_samples > limit:
+            call.drained.clear()
+            try:
+                await asyncio.wait_for(call.drained.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
 
     def end(self, call: LiveCall, *, reason: str) -> None:
         """The tap is gone (hangup, BYE, disconnect): flush what is held and finalise in the worker."""
@@ -196,6 +212,7 @@ class CallManager:
                     blocks, call.pending = call.pending, []
                     n = call.pending_samples
                     call.pending_samples = 0
+                    call.drained.set()
                     block = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
                     lag_s = n / sr
                     now = time.monotonic()

@@ -48,8 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .server import LiveService
-
     overrides: dict = {}
     for name, key in (("host", "host"), ("port", "port"), ("database", "database")):
         if getattr(args, name) is not None:

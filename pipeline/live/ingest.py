@@ -70,6 +70,7 @@ async def audio_fork_handler(request: web.Request) -> web.WebSocketResponse:
                         continue  # the call was refused; nothing to feed
                     audio = stream.on_binary(msg.data)
                     service.calls.push(call, audio)
+                    await service.calls.wait_for_room(call)
                 elif msg.type == WSMsgType.ERROR:
                     reason = f"websocket error: {ws.exception()}"
                     break
@@ -80,13 +81,14 @@ async def audio_fork_handler(request: web.Request) -> web.WebSocketResponse:
                 break
             except TapProtocolError as exc:
                 _malformed(service, call, exc)
+        if reason == "closed" and ws.close_code not in (None, 1000, 1001):
+            reason = f"disconnect ({ws.close_code})"
     except (ConnectionResetError, asyncio.CancelledError):
         reason = "disconnect"
         raise
     finally:
         if call is not None:
-            service.calls.end(call, reason=reason if ws.close_code in (None, 1000, 1001) or reason != "closed"
-                              else f"closed ({ws.close_code})")
+            service.calls.end(call, reason=reason)
     return ws
 
 
@@ -109,6 +111,7 @@ async def twilio_handler(request: web.Request) -> web.WebSocketResponse:
                     call = service.calls.open(out)
                 elif isinstance(out, list) and call is not None:
                     service.calls.push(call, out)
+                    await service.calls.wait_for_room(call)
                 elif isinstance(out, TwilioEnd):
                     reason = "stop"
                     break
@@ -187,6 +190,8 @@ class AudioSocketServer:
                                 f"AudioSocket audio at {item.rate_hz} Hz in a {call.sample_rate_hz} Hz call"))
                             continue
                         service.calls.push(call, [RoleAudio(role, item.pcm, None)])
+                if call is not None:
+                    await service.calls.wait_for_room(call)
         except _Hangup:
             pass
         except CallRejected as exc:

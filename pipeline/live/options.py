@@ -22,7 +22,6 @@ class LiveOptions:
     database: str = "callpulse-live.sqlite"
     max_calls: int = 64
     max_frame_bytes: int = 65536
-    max_malformed_per_call: int = 10000
     call_id_keys: tuple[str, ...] = ("callId", "call_id", "uuid", "callSid", "sessionId")
     agent_id_keys: tuple[str, ...] = ("agentId", "agent_id", "agent")
     audio_fork_mono_role: str = "caller"

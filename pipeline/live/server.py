@@ -105,6 +105,7 @@ class LiveService:
         self._tcp: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
         self._feeds: set[asyncio.Task] = set()
+        self._owns_store = False
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -117,7 +118,9 @@ class LiveService:
         options: LiveOptions = config.live
         store = Store.open(options.database)
         engine = Engine.load(config, store=store) if _accepts_store(Engine.load) else Engine.load(config)
-        return cls(engine=engine, store=store, options=options, insecure=insecure)
+        service = cls(engine=engine, store=store, options=options, insecure=insecure)
+        service._owns_store = True
+        return service
 
     async def start(self) -> Bound:
         opts = self.options
@@ -169,6 +172,8 @@ class LiveService:
         if self._runner is not None:
             await self._runner.cleanup()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._owns_store:
+            self.store.close()
 
     def _restore_shifts(self) -> None:
         """Put every agent with a saved shift on the strain board now, not only when they next take a

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 
 from pipeline.events import AlertEvent, CallEnded, LevelUpdate
 from pipeline.live.options import LiveOptions

@@ -17,7 +17,7 @@ from pipeline.live.server import LiveService
 from pipeline.store import Store
 
 from live_fakes import TOKEN, live_options
-from live_harness import ServiceThread, WebhookReceiver, alert_for, collect_feed, free_port, until
+from live_harness import ServiceThread, WebhookReceiver, collect_feed, free_port, until
 
 pytestmark = pytest.mark.peers
 DATA = Path(__file__).with_name("data")

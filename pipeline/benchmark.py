@@ -1,0 +1,92 @@
+"""Batch benchmark: the whole pipeline versus faster-whisper alone on the same audio, side by side.
+
+Figures are measured in one run so machine noise hits both alike; ratios are what to quote.
+"""
+from __future__ import annotations
+
+import gc
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .audio import load_audio, resample
+from .batch import analyze_file
+from .config import Config
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    files: int
+    audio_s: float
+    load_s: float
+    pipeline_s: float
+    whisper_alone_s: float
+    stage_s: dict
+    peak_rss_mb: float
+
+    def lines(self) -> list[str]:
+        asr = self.stage_s.get("asr", 0.0)
+        other = sum(v for k, v in self.stage_s.items() if k != "asr")
+        return [
+            f"calls: {self.files}, audio: {self.audio_s:.1f} s (stereo, both channels analysed)",
+            f"model load + warm-up: {self.load_s:.1f} s (once per process)",
+            f"pipeline: {self.pipeline_s:.1f} s = {self.audio_s / self.pipeline_s:.1f}x real time, "
+            f"{60 * self.files / self.pipeline_s:.1f} calls/min",
+            f"faster-whisper alone (same model, same audio, its own VAD filter): {self.whisper_alone_s:.1f} s "
+            f"= {self.audio_s / self.whisper_alone_s:.1f}x real time",
+            f"pipeline / faster-whisper alone: {self.pipeline_s / self.whisper_alone_s:.2f}",
+            "stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_s.items()),
+            f"everything beyond transcription: {other:.2f} s = {100 * other / max(asr, 1e-9):.1f}% of ASR time",
+            f"peak memory (RSS): {self.peak_rss_mb:.0f} MB",
+        ]
+
+
+def whisper_alone(paths: Sequence[Path], config: Config) -> float:
+    """faster-whisper's own transcribe() with its VAD filter on each channel, as a user would run it."""
+    from faster_whisper import WhisperModel
+
+    from .asr import resolve_model_path
+
+    o = config.asr
+    model = WhisperModel(resolve_model_path(o), device="cpu", compute_type=o.compute_type,
+                         cpu_threads=o.cpu_threads)
+    list(model.transcribe(np.zeros(16000, np.float32), beam_size=o.beam_size)[0])  # warm-up
+    total = 0.0
+    for path in paths:
+        audio = load_audio(path)
+        for ch in audio.samples:
+            y = resample(ch, orig_sr=audio.sample_rate_hz, target_sr=16000)
+            t0 = time.perf_counter()
+            segments, _ = model.transcribe(y, beam_size=o.beam_size, temperature=list(o.temperatures),
+                                           vad_filter=True, word_timestamps=o.word_timestamps,
+                                           condition_on_previous_text=False)
+            for _ in segments:  # decoding happens while iterating
+                pass
+            total += time.perf_counter() - t0
+    return total
+
+
+def run(paths: Sequence[Path], config: Config) -> BenchResult:
+    from .engine import Engine
+
+    t0 = time.perf_counter()
+    engine = Engine.load(config)
+    load_s = time.perf_counter() - t0
+    stage: dict[str, float] = {}
+    audio_s = pipeline_s = 0.0
+    for path in paths:
+        t0 = time.perf_counter()
+        result = analyze_file(path, engine=engine)
+        pipeline_s += time.perf_counter() - t0
+        audio_s += result["duration_s"]
+        for k, v in result["summary"]["stage_s"].items():
+            stage[k] = stage.get(k, 0.0) + v
+    del engine
+    gc.collect()
+    alone = whisper_alone(paths, config)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return BenchResult(len(paths), audio_s, load_s, pipeline_s, alone, stage, peak)

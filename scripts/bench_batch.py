@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""Benchmark batch analysis against faster-whisper alone on the same calls (prints figures).
+
+    .venv/bin/python scripts/bench_batch.py                    # the bundled samples, default config
+    .venv/bin/python scripts/bench_batch.py calls/*.wav --config site.toml
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import benchmark  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+
+
+def main() -> int:
+    root = Path(__file__).resolve().parents[1]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="*", type=Path, default=sorted((root / "samples").glob("*.wav")))
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--asr-model", default=None, help="override [asr] model (base, tiny.en, folder)")
+    args = parser.parse_args()
+    config = load_config(args.config)
+    if args.asr_model:
+        config = config.replace("asr", model=args.asr_model)
+    print(f"asr model: {config.asr.model}, beam {config.asr.beam_size}, {config.asr.compute_type}, "
+          f"{config.asr.cpu_threads} threads")
+    for line in benchmark.run(args.files, config).lines():
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
