@@ -80,6 +80,8 @@ class TrainOptions:
 
 L2_GRID = (1.0, 3.0, 10.0, 30.0)
 MIN_BASELINE_CLIPS = 3
+# Bump when the layout of the cached feature files changes.
+_CACHE_FORMAT = 2
 # How the training speakers' baselines are formed for the relative head (compared under LOSO).
 BASELINE_KINDS = ("calm-labels", "calm-predicted")
 
@@ -92,6 +94,7 @@ class Corpus:
     files: tuple[str, ...]
     speakers: np.ndarray        # [n] str
     genders: np.ndarray         # [n] str ("female" | "male")
+    clip_ids: np.ndarray        # [n] int: which recording a row comes from (windows share their clip's)
     labels: np.ndarray          # [n] int index into CLASSES
     vectors: Mapping[str, np.ndarray]   # rate -> [n, d]
     names: tuple[str, ...]
@@ -135,7 +138,7 @@ def other_handset(y: np.ndarray, *, sr: int, speaker: str) -> np.ndarray:
 
 def _cache_key(rows: Sequence[Mapping[str, str]], prosody: ProsodyOptions) -> str:
     # Key on what the vectors depend on: the extractor's code and options, the codec, the clip list.
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"cache-format-{_CACHE_FORMAT}".encode())
     h.update(Path(__file__).with_name("prosody.py").read_bytes())
     for fn in (encode_mulaw, decode_mulaw, resample, telephone_version, other_handset):
         h.update(inspect.getsource(fn).encode())
@@ -145,41 +148,69 @@ def _cache_key(rows: Sequence[Mapping[str, str]], prosody: ProsodyOptions) -> st
     return h.hexdigest()[:16]
 
 
-def load_corpus(data_dir: Path, *, prosody: ProsodyOptions, cache_dir: Path | None) -> Corpus:
-    """Extract (or load from the cache) the feature vectors of EmoDB in every condition."""
+def _windows(n: int, *, sr: int, window_s: float | None, hop_s: float) -> list[tuple[int, int]]:
+    """Sample ranges to analyse: the whole clip, or windows of window_s every hop_s (a clip shorter
+    than one window is one window), as the live engine analyses the last seconds every second."""
+    if window_s is None:
+        return [(0, n)]
+    win, hop = int(round(window_s * sr)), int(round(hop_s * sr))
+    if n <= win:
+        return [(0, n)]
+    starts = list(range(0, n - win + 1, hop))
+    return [(s, s + win) for s in starts]
+
+
+def load_corpus(data_dir: Path, *, prosody: ProsodyOptions, cache_dir: Path | None,
+                window_s: float | None = None, hop_s: float = 1.0) -> Corpus:
+    """Extract (or load from the cache) the feature vectors of EmoDB in every condition: one row per
+    clip, or with ``window_s`` one row per window of a clip."""
     emodb = data_dir / "emodb"
     rows = read_manifest(emodb)
     extractor = ProsodyExtractor(prosody)
-    key = _cache_key(rows, prosody)
+    key = _cache_key(rows, prosody) + ("" if window_s is None else f"-win{window_s:g}-{hop_s:g}")
     cache = cache_dir / f"emodb-features-{key}.npz" if cache_dir is not None else None
     if cache is not None and cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             vectors = {rate: z[rate] for rate in CONDITIONS}
+            clip_ids = z["clip_ids"]
             extract_s = float(z["extract_s"])
         logger.info("loaded cached features %s", cache)
     else:
         t0 = time.perf_counter()
         vecs: dict[str, list[np.ndarray]] = {rate: [] for rate in CONDITIONS}
+        ids: list[int] = []
         audio_s = 0.0
-        for r in rows:
+        for i, r in enumerate(rows):
             y, sr = sf.read(emodb / r["file"], dtype="float32", always_2d=False)
             audio_s += len(y) / sr
-            vecs["16k"].append(extractor.vector(y, sr=sr)[1])
-            vecs["8k-mulaw"].append(extractor.vector(telephone_version(y, sr=sr), sr=8000)[1])
-            other = other_handset(y, sr=sr, speaker=r["speaker"])
-            vecs["8k-mulaw-other-handset"].append(extractor.vector(telephone_version(other, sr=sr), sr=8000)[1])
+            versions = {
+                "16k": (y, sr),
+                "8k-mulaw": (telephone_version(y, sr=sr), 8000),
+                "8k-mulaw-other-handset": (telephone_version(other_handset(y, sr=sr, speaker=r["speaker"]),
+                                                             sr=sr), 8000),
+            }
+            n_windows = None
+            for cond, (audio, rate) in versions.items():
+                spans = _windows(len(audio), sr=rate, window_s=window_s, hop_s=hop_s)
+                # Window counts must agree across rates; resampling can shift a length by a sample.
+                spans = spans[:n_windows] if n_windows is not None else spans
+                n_windows = len(spans)
+                vecs[cond].extend(extractor.vector(audio[a:b], sr=rate)[1] for a, b in spans)
+            ids.extend([i] * n_windows)
         vectors = {rate: np.vstack(v) for rate, v in vecs.items()}
+        clip_ids = np.array(ids)
         extract_s = time.perf_counter() - t0
-        logger.info("extracted %d clips (%.0f s of audio) x %d conditions in %.1f s",
-                    len(rows), audio_s, len(CONDITIONS), extract_s)
+        logger.info("extracted %d rows from %d clips (%.0f s of audio) x %d conditions in %.1f s",
+                    len(clip_ids), len(rows), audio_s, len(CONDITIONS), extract_s)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, extract_s=extract_s, **vectors)
+            np.savez(cache, extract_s=extract_s, clip_ids=clip_ids, **vectors)
     return Corpus(
-        files=tuple(r["file"] for r in rows),
-        speakers=np.array([r["speaker"] for r in rows]),
-        genders=np.array([r["gender"] for r in rows]),
-        labels=np.array([CLASSES.index(r["emotion"]) for r in rows]),
+        files=tuple(rows[i]["file"] for i in clip_ids),
+        speakers=np.array([rows[i]["speaker"] for i in clip_ids]),
+        genders=np.array([rows[i]["gender"] for i in clip_ids]),
+        clip_ids=clip_ids,
+        labels=np.array([CLASSES.index(rows[i]["emotion"]) for i in clip_ids]),
         vectors=vectors,
         names=extractor.vector_names,
         extract_s=extract_s,
@@ -393,55 +424,65 @@ def _inputs(spec: HeadSpec, x_rel, x_abs, base, cond: str, rows: np.ndarray) -> 
 def loso(
     corpus: Corpus, spec: HeadSpec, *, l2: float, clip: float,
     train_calm: Mapping[str, np.ndarray] | None = None, test_calm: Mapping[str, np.ndarray] | None = None,
-    folds: np.ndarray | None = None,
+    by: str = "speaker", test_corpus: Corpus | None = None,
 ) -> dict[str, np.ndarray]:
-    """Out-of-fold logits per condition [n, k]: one model per held-out speaker (or per value of
-    ``folds`` [n], e.g. gender for the cross-gender transfer check), trained on the TRAIN_CONDITIONS
-    versions of the other clips.
+    """Out-of-fold logits per condition [n_test, k]: one model per held-out speaker (``by="gender"``:
+    per held-out gender, the cross-gender transfer check), trained on the TRAIN_CONDITIONS versions of
+    the other speakers' rows of ``corpus`` and applied to the held-out rows of ``test_corpus``
+    (default: ``corpus`` itself; e.g. clips for training, live-sized windows for testing).
 
-    The relative features of a clip are centred on its speaker's baseline: the mean of the speaker's
-    other clips in the same condition, or only of those flagged calm (condition -> bool [n]) in
-    ``train_calm`` (training speakers) and ``test_calm`` (the held-out one). A baseline only mixes clips
-    of one speaker, so it is computed for the whole corpus up front without leaking across folds.
+    The relative features of a row are centred on its speaker's baseline: the mean of the speaker's
+    rows from other recordings in the same condition, or only of those flagged calm (condition ->
+    bool [n]) in ``train_calm`` (training rows) and ``test_calm`` (test rows). A baseline only mixes
+    rows of one speaker, so it is computed for the whole corpus up front without leaking across folds.
     """
-    spk, y = corpus.speakers, corpus.labels
+    test_corpus = corpus if test_corpus is None else test_corpus
+    y = corpus.labels
+    folds = corpus.speakers if by == "speaker" else corpus.genders
+    test_folds = test_corpus.speakers if by == "speaker" else test_corpus.genders
     x_rel, x_abs = _columns(corpus, spec.rel), _columns(corpus, spec.abs)
-    base_train = {c: baseline_means(x_rel[c], spk, None if train_calm is None else train_calm[c])
-                  for c in CONDITIONS} if spec.rel else {}
-    base_test = {c: baseline_means(x_rel[c], spk, None if test_calm is None else test_calm[c])
-                 for c in CONDITIONS} if spec.rel else {}
-    out = {c: np.zeros((len(y), len(CLASSES))) for c in CONDITIONS}
-    folds = spk if folds is None else folds
+    t_rel, t_abs = _columns(test_corpus, spec.rel), _columns(test_corpus, spec.abs)
+    base_train = {c: baseline_means(x_rel[c], corpus.speakers, None if train_calm is None else train_calm[c],
+                                    groups=corpus.clip_ids) for c in CONDITIONS} if spec.rel else {}
+    base_test = {c: baseline_means(t_rel[c], test_corpus.speakers, None if test_calm is None else test_calm[c],
+                                   groups=test_corpus.clip_ids) for c in CONDITIONS} if spec.rel else {}
+    out = {c: np.zeros((len(test_corpus.labels), len(CLASSES))) for c in CONDITIONS}
     for s in np.unique(folds):
-        test, train = folds == s, folds != s
-        norm = _fit_normaliser(spec, x_rel, x_abs, spk, train)
+        train, test = folds != s, test_folds == s
+        norm = _fit_normaliser(spec, x_rel, x_abs, corpus.speakers, train)
         z = np.vstack([_standardise(_inputs(spec, x_rel, x_abs, base_train, c, train), norm.mean, norm.scale, clip)
                        for c in TRAIN_CONDITIONS])
         W, b = fit_logistic(z, np.concatenate([y[train]] * len(TRAIN_CONDITIONS)), l2=l2, n_classes=len(CLASSES))
         for c in CONDITIONS:
-            out[c][test] = _standardise(_inputs(spec, x_rel, x_abs, base_test, c, test),
+            out[c][test] = _standardise(_inputs(spec, t_rel, t_abs, base_test, c, test),
                                         norm.mean, norm.scale, clip) @ W + b
     return out
 
 
-def baseline_means(x: np.ndarray, speakers: np.ndarray, calm: np.ndarray | None) -> np.ndarray:
-    """Baseline of each row [n, d]: nan-aware mean of the speaker's OTHER rows that are ``calm``.
+def baseline_means(x: np.ndarray, speakers: np.ndarray, calm: np.ndarray | None, *,
+                   groups: np.ndarray | None = None) -> np.ndarray:
+    """Baseline of each row [n, d]: nan-aware mean of the speaker's rows from OTHER recordings
+    (``groups``, default: other rows) that are ``calm`` (None = all of them).
 
-    ``calm`` None = all other rows. A speaker with fewer than MIN_BASELINE_CLIPS calm clips falls back
-    to all their other clips, as a live baseline would eventually learn from whatever speech there is.
+    A speaker with fewer than MIN_BASELINE_CLIPS such rows falls back to all their rows from other
+    recordings, as a live baseline would eventually learn from whatever speech there is.
     """
-    if calm is None:
+    groups = np.arange(len(x)) if groups is None else groups
+    if calm is None and len(np.unique(groups)) == len(groups):
         return speaker_means(x, speakers, leave_self_out=True)
+    calm = np.ones(len(x), dtype=bool) if calm is None else calm
     out = np.empty_like(x)
     for s in np.unique(speakers):
         idx = np.flatnonzero(speakers == s)
-        for i in idx:
-            pool = [j for j in idx if j != i and calm[j]]
-            if len(pool) < MIN_BASELINE_CLIPS:
-                pool = [j for j in idx if j != i]
+        for g in np.unique(groups[idx]):
+            rows = idx[groups[idx] == g]
+            others = idx[groups[idx] != g]
+            pool = others[calm[others]]
+            if len(np.unique(groups[pool])) < MIN_BASELINE_CLIPS:
+                pool = others
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)   # an all-nan column stays nan, by design
-                out[i] = np.nanmean(x[pool], axis=0)
+                out[rows] = np.nanmean(x[pool], axis=0)
     return out
 
 
@@ -493,12 +534,12 @@ def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None 
         """LOSO and cross-gender figures of one candidate; its score is the mean of the two 4-class
         UARs, each in its worst condition (selection favours what transfers)."""
         out = {}
-        for protocol, folds in (("loso", None), ("cross_gender", corpus.genders)):
+        for protocol, by in (("loso", "speaker"), ("cross_gender", "gender")):
             calm = {}
             if calm_kind is not None:
                 calm["train_calm"] = calm_sets[protocol][calm_kind]
                 calm["test_calm"] = None if test_all else calm_sets[protocol]["calm-predicted"]
-            logits = loso(corpus, spec, l2=l2, clip=clip, folds=folds, **calm)
+            logits = loso(corpus, spec, l2=l2, clip=clip, by=by, **calm)
             probs = {c: loso_temperature(logits[c], y, spk) for c in CONDITIONS}
             out[protocol] = ({c: scores_summary(probs[c], y, spk) for c in CONDITIONS}, logits)
         res, logits = out["loso"]
@@ -574,7 +615,8 @@ def _final_head(corpus: Corpus, spec: HeadSpec, l2: float, calm: Mapping[str, np
                 clip: float, loso_logits: Mapping[str, np.ndarray]) -> Head:
     spk, y = corpus.speakers, corpus.labels
     x_rel, x_abs = _columns(corpus, spec.rel), _columns(corpus, spec.abs)
-    base = {c: baseline_means(x_rel[c], spk, None if calm is None else calm[c]) for c in CONDITIONS} if spec.rel else {}
+    base = {c: baseline_means(x_rel[c], spk, None if calm is None else calm[c], groups=corpus.clip_ids)
+            for c in CONDITIONS} if spec.rel else {}
     rows = np.ones(len(y), dtype=bool)
     norm = _fit_normaliser(spec, x_rel, x_abs, spk, rows)
     z = np.vstack([_standardise(_inputs(spec, x_rel, x_abs, base, c, rows), norm.mean, norm.scale, clip)

@@ -188,6 +188,8 @@ class _Channel:
     emotion_baseline: Any
     speech_flags: list = field(default_factory=list)   # per VAD window: speech yes/no
     speech_s: float = 0.0
+    backlog: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # 16 kHz not yet through VAD
+    vad_fed: int = 0
 
 
 def _rules_emotion(z: Mapping[str, float]) -> dict:
@@ -245,6 +247,7 @@ class CallSession:
         self._strain = 0.0
         # finished turns of both parties waiting for ASR, packed into one Whisper window when due
         self._pending_asr: list[tuple[int, AsrChunk]] = []
+        self._turn_queue: list = []
 
     # -- public ---------------------------------------------------------------------------------
     @property
@@ -280,8 +283,9 @@ class CallSession:
         self._finished = True
         end_s = self.time_s
         for ch in self._channels:
-            for turn in ch.vad.flush():
-                events.extend(self._on_turn(ch, turn))
+            self._feed_vad(ch, ch.backlog.size)
+            self._turn_queue.extend((turn, ch) for turn in ch.vad.flush())
+        events.extend(self._handle_turns())
         if end_s - (self._next_tick - 1) > 0.25 or self._next_tick == 1:
             events.extend(self._tick(end_s))
         events.extend(self._run_asr(force=True))
@@ -293,25 +297,49 @@ class CallSession:
 
     # -- processing -----------------------------------------------------------------------------
     def _process(self, block: np.ndarray, *, last: bool) -> list:
+        """Resample, then advance VAD and the 1 Hz clock in lock-step, one second at a time.
+
+        Everything is decided at tick boundaries in call time, in the same order whatever the block
+        sizes: that is what makes 20 ms live packets and 2 s batch blocks give identical results.
+        """
         events: list = []
+        t0 = time.perf_counter()
         for ch in self._channels:
-            t0 = time.perf_counter()
             y16 = ch.to16k.process(block[ch.index], last=last)
-            yp = ch.to_prosody.process(block[ch.index], last=last)
             ch.ring16.append(y16)
-            ch.ring_pros.append(yp)
-            t1 = time.perf_counter()
-            speaking, turns = ch.vad.process(y16)
-            self._stage_time["resample"] += t1 - t0
-            self._stage_time["vad"] += time.perf_counter() - t1
-            ch.speech_flags.extend(speaking.tolist())
-            for turn in turns:
-                events.extend(self._on_turn(ch, turn))
-        # the 1 Hz clock follows the audio every channel has been through VAD
-        now = min(ch.vad.time_s for ch in self._channels)
-        while self._next_tick <= now:
+            ch.ring_pros.append(ch.to_prosody.process(block[ch.index], last=last))
+            ch.backlog = np.concatenate([ch.backlog, y16]) if ch.backlog.size else y16
+        self._stage_time["resample"] += time.perf_counter() - t0
+        while True:
+            boundary = self._next_tick * SAMPLE_RATE_HZ
+            for ch in self._channels:
+                self._feed_vad(ch, boundary - ch.vad_fed)
+            ready = all(ch.vad_fed >= boundary and
+                        ch.ring_pros.end_sample >= self._next_tick * self._prosody_sr for ch in self._channels)
+            if not ready:
+                break
+            events.extend(self._handle_turns())
             events.extend(self._tick(float(self._next_tick)))
             self._next_tick += 1
+        return events
+
+    def _feed_vad(self, ch: _Channel, n: int) -> None:
+        n = min(max(n, 0), ch.backlog.size)
+        if n == 0:
+            return
+        t0 = time.perf_counter()
+        speaking, turns = ch.vad.process(ch.backlog[:n])
+        ch.backlog = ch.backlog[n:]
+        ch.vad_fed += n
+        ch.speech_flags.extend(speaking.tolist())
+        self._turn_queue.extend((turn, ch) for turn in turns)
+        self._stage_time["vad"] += time.perf_counter() - t0
+
+    def _handle_turns(self) -> list:
+        events: list = []
+        queue, self._turn_queue = sorted(self._turn_queue, key=lambda tc: (tc[0].end_s, tc[1].index)), []
+        for turn, ch in queue:
+            events.extend(self._on_turn(ch, turn))
         return events
 
     def _speech_in(self, ch: _Channel, start_s: float, end_s: float) -> float:
@@ -410,7 +438,7 @@ class CallSession:
             self._stage_time["prosody_emotion"] += time.perf_counter() - t0
 
     def _on_turn(self, ch: _Channel, turn: SpeechTurn) -> list:
-        seg = _Segment(turn.speaker, turn.start_s, min(turn.end_s, ch.ring16.end_sample / SAMPLE_RATE_HZ))
+        seg = _Segment(turn.speaker, turn.start_s, min(turn.end_s, ch.vad_fed / SAMPLE_RATE_HZ))
         emo = self._acoustic(ch, seg.start_s, seg.end_s, update_baseline=False)
         if emo is not None:
             seg.emotion = {"label": emo["label"], "scores": {k: round(v, 3) for k, v in emo["scores"].items()},

@@ -200,13 +200,12 @@ def render_call(script: CallScript, *, seed: int = DEFAULT_SEED) -> RenderedCall
     """Lay a script out as a stereo call and return the 16-bit audio with its annotation dict."""
     rng = np.random.default_rng([seed, _stable_hash(script.name)])
     pieces: list[tuple[Line, float, np.ndarray]] = []
-    cursor_s = _LEAD_IN_S
     previous_end_s: float | None = None
     for line in script.lines:
         voice = _voice_for(script, line)
         audio = synthesize_line(line.spoken or line.text, voice)
         if previous_end_s is None:
-            start_s = cursor_s
+            start_s = _LEAD_IN_S
         else:
             gap_s = line.gap_s if line.gap_s is not None else float(rng.uniform(0.3, 1.5))
             start_s = max(0.0, previous_end_s + gap_s)
@@ -233,7 +232,8 @@ def render_call(script: CallScript, *, seed: int = DEFAULT_SEED) -> RenderedCall
     mix += rng.normal(0.0, noise_rms, size=mix.shape)
     peak = float(np.max(np.abs(mix)))
     if peak > 0.95:
-        # Keep the loud lines loud relative to the calm ones; only the whole call is scaled down.
+        # Shouted lines are soft-limited already, so this rarely fires; scaling the whole call (not one
+        # line) keeps the loudness contrast between calm and agitated speech.
         log.info("sample %s: peak %.2f, scaling the call down to avoid clipping", script.name, peak)
         mix *= 0.95 / peak
     pcm = np.round(mix * 32767.0).clip(-32768, 32767).astype(np.int16)

@@ -520,3 +520,20 @@ def test_asr_evaluation_on_real_clips_pipeline_and_direct(data_dir, engine, conf
     zh = next(c for c in res.metrics["clips"] if c["language"] == "zh")
     assert zh["pipeline"]["traditional_chars"] == 0          # the product writes Simplified
     assert by_lang["en"]["pipeline"]["rate"] < 0.5
+
+
+@pytest.mark.slow
+def test_cli_all_runs_the_suite_and_reports_an_evaluation_that_cannot_run(tmp_path, data_dir):
+    from pipeline.cli import main
+
+    _csv(tmp_path / "t.csv", ["text", "label", "language"], [["terrible service", "negative", "en"],
+                                                             ["great, thanks", "positive", "en"]])
+    cfg = tmp_path / "eval.toml"
+    cfg.write_text('[evaluate]\nevaluations = ["text", "alerts"]\n'
+                   '[evaluate.text]\nmanifests = ["t.csv"]\n[evaluate.alerts]\nmanifest = "no-calls.csv"\n')
+    out = tmp_path / "out"
+    assert main(["evaluate", "all", "--config", str(cfg), "--out", str(out), "--no-progress"]) == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["evaluations"]["text"]["sets"]["t"]["n_items"] == 2
+    assert "no-calls.csv" in metrics["evaluations"]["alerts"]["error"]
+    assert (out / "text" / "predictions.csv").is_file() and (out / "report.html").is_file()

@@ -6,9 +6,10 @@ import html
 import re
 import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.report import (
     SUMMARY_COLUMNS,
@@ -241,3 +242,15 @@ def test_chromium_renders_the_call_page_offline(tmp_path):
                     f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
                    check=True, capture_output=True, timeout=120)
     assert shot.stat().st_size > 50_000  # a blank page is a few kB
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=st.text(min_size=1, max_size=200).filter(lambda t: t.strip()))
+def test_any_transcript_text_reads_back_verbatim_and_never_becomes_markup(text):
+    result = calm_zh_result()
+    result["segments"][1]["text"] = text
+    result["timeline"] = []  # the plot is not what this checks; keep each example fast
+    page = render_call_html(result)
+    parsed = _parse(page)
+    assert [t for t, _ in parsed.tags].count("script") == 0
+    assert re.sub(r"\s+", " ", text).strip() in parsed.visible

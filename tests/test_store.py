@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import StoreError
 from pipeline.store import SCHEMA_VERSION, Store
@@ -266,3 +268,27 @@ def test_the_store_never_logs_transcript_text(store, caplog):
     store.list_calls()
     assert caplog.records, "expected the save to be logged"
     assert "ridiculous" not in caplog.text and "****4421" not in caplog.text
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(min_size=1, max_size=4096), with_header=st.booleans())
+def test_any_bytes_on_disk_open_cleanly_or_raise_store_error(tmp_path, body, with_header):
+    path = tmp_path / "fuzz.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.write_bytes((_SQLITE_HEADER if with_header else b"") + body)
+    try:
+        s = Store.open(path)
+    except StoreError:
+        return
+    try:
+        s.list_calls()
+        s.save_call(escalating_result("fuzz"))
+        assert s.get_call("fuzz")["call_id"] == "fuzz"
+    except StoreError:
+        pass
+    finally:
+        s.close()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import PipelineError
 from . import report
 from .alerts import evaluate_alerts
 from .asr import evaluate_asr
@@ -155,40 +156,57 @@ def _run_text(args: argparse.Namespace) -> int:
     return _single(args, "text", evaluate_text, lambda s: dataclasses.replace(s.text, **changes))
 
 
-def _run_all(args: argparse.Namespace) -> int:
-    """Every evaluation of the suite with one engine (models loaded once), one metrics.json and report."""
-    from ..engine import Engine
-
-    config, suite = load_eval_config(args.config)
-    out = Path(args.out)
-    run = _run_options(args, suite)
-    cache = _cache_dir(args, out)
-    limit = {"limit": args.limit} if args.limit else {}
-    engine = Engine.load(config)
-    results: list[report.EvalResult] = []
-    options: dict[str, Any] = {}
+def _suite_jobs(suite: SuiteOptions, *, limit: dict, out: Path, cache: Path, config, run: RunOptions, engine
+                ) -> list[tuple[str, dict, Callable[[], report.EvalResult]]]:
+    """(name, options, job) for every evaluation of the suite, sharing one engine."""
+    jobs: list[tuple[str, dict, Callable[[], report.EvalResult]]] = []
     for name in suite.evaluations:
         if name == "asr":
-            opts = dataclasses.replace(suite.asr, **limit)
-            results.append(evaluate_asr(options=opts, config=config, run=run, out=out / "asr", cache_dir=cache,
-                                        engine=engine))
+            o = dataclasses.replace(suite.asr, **limit)
+            jobs.append((name, dataclasses.asdict(o), lambda o=o: evaluate_asr(
+                options=o, config=config, run=run, out=out / "asr", cache_dir=cache, engine=engine)))
         elif name == "emotion":
             if engine.emotion is None:
                 print("emotion: skipped, no emotion model is installed (see the engine's warning)", file=sys.stderr)
                 continue
-            folds: dict = {}
+            folds: dict = {}  # leave-one-speaker-out refits are shared by the variants
             for variant in suite.emotion_variants:
-                opts = dataclasses.replace(emotion_variant_options(suite.emotion, variant), **limit)
-                results.append(evaluate_emotion(options=opts, config=config, run=run, out=out / f"emotion-{variant}",
-                                                cache_dir=cache, model=engine.emotion, fold_cache=folds))
+                o = dataclasses.replace(emotion_variant_options(suite.emotion, variant), **limit)
+                jobs.append((f"emotion:{variant}", dataclasses.asdict(o), lambda o=o, v=variant: evaluate_emotion(
+                    options=o, config=config, run=run, out=out / f"emotion-{v}", cache_dir=cache,
+                    model=engine.emotion, fold_cache=folds)))
         elif name == "alerts":
-            opts = dataclasses.replace(suite.alerts, **limit)
-            results.append(evaluate_alerts(options=opts, config=config, run=run, out=out / "alerts",
-                                           cache_dir=cache, engine=engine))
+            o = dataclasses.replace(suite.alerts, **limit)
+            jobs.append((name, dataclasses.asdict(o), lambda o=o: evaluate_alerts(
+                options=o, config=config, run=run, out=out / "alerts", cache_dir=cache, engine=engine)))
         elif name == "text":
-            opts = dataclasses.replace(suite.text, **limit)
-            results.append(evaluate_text(options=opts, config=config, run=run, out=out / "text", cache_dir=cache,
-                                         scorer=engine.text))
-        options[name] = dataclasses.asdict(opts)
+            o = dataclasses.replace(suite.text, **limit)
+            jobs.append((name, dataclasses.asdict(o), lambda o=o: evaluate_text(
+                options=o, config=config, run=run, out=out / "text", cache_dir=cache, scorer=engine.text)))
+    return jobs
+
+
+def _run_all(args: argparse.Namespace) -> int:
+    """Every evaluation of the suite with one engine (models loaded once), one metrics.json and report.
+
+    An evaluation that cannot run (e.g. its manifest is missing) is reported as failed and the others go
+    on: one missing file must not cost the figures of the rest of the suite.
+    """
+    from ..engine import Engine
+
+    config, suite = load_eval_config(args.config)
+    out = Path(args.out)
+    engine = Engine.load(config)
+    jobs = _suite_jobs(suite, limit={"limit": args.limit} if args.limit else {}, out=out,
+                       cache=_cache_dir(args, out), config=config, run=_run_options(args, suite), engine=engine)
+    results: list[report.EvalResult] = []
+    for name, _, job in jobs:
+        try:
+            results.append(job())
+        except PipelineError as exc:
+            log.error("evaluation %s failed: %s", name, exc)
+            results.append(report.EvalResult(name=name, metrics={"error": str(exc)},
+                                             summary=[f"{name}: FAILED: {exc}"],
+                                             failed_items=({"key": name, "error": str(exc)},)))
     return _finish(out, results=results, config=config, suite=suite, models=_models(engine=engine),
-                   options=options, title="callpulse evaluation suite")
+                   options={name: opts for name, opts, _ in jobs}, title="callpulse evaluation suite")

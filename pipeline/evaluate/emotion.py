@@ -25,7 +25,6 @@ import numpy as np
 from ..audio import load_audio
 from ..errors import EvaluationError
 from . import report
-from .emotion_folds import fold_models, read_recipe
 from .manifests import default_data_dir, read_manifest
 from .metrics import binary_view, confusion, top_label_calibration
 from .runner import Item, RunOptions, fingerprint, run_items
@@ -77,6 +76,8 @@ def extract_vectors(item: Item, *, model) -> dict[str, Any]:
 
 def _resolve_protocol(options: EmotionEvalOptions, model, speakers: set[str]) -> tuple[str, bool | None]:
     """-> (protocol used, speaker independent?) ; None = unknown (the model's training set is unknown)."""
+    from .emotion_folds import read_recipe  # the training stack (scipy, librosa) only when scoring
+
     if options.protocol == "loso":
         return "loso", True
     try:
@@ -152,6 +153,8 @@ def evaluate_emotion(*, options: EmotionEvalOptions, config, run: RunOptions, ou
         key = fingerprint(model.model_id, [str(r.path) for r, _ in ok], truths, speakers)
         cache = fold_cache if fold_cache is not None else {}
         if key not in cache:
+            from .emotion_folds import fold_models
+
             cache[key] = fold_models(model, vectors=vectors, labels=truths, speakers=speakers)
         models = cache[key]
     else:

@@ -18,9 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from .metrics import Calibration, Confusion
 
 log = logging.getLogger("pipeline.evaluate.report")
@@ -168,7 +165,16 @@ def write_report(path: Path, *, title: str, results: Sequence[EvalResult],
 
 # --- plots ------------------------------------------------------------------------------------------
 
-def _save(fig: Figure, path: Path) -> Path:
+def _figure(**kwargs: Any):
+    # matplotlib is imported when a plot is drawn, not when the CLI starts (it costs about a second).
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def _save(fig, path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -177,7 +183,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def plot_confusion(conf: Confusion, path: Path, *, title: str) -> Path:
     """Row-normalised confusion matrix (recall per cell) with the raw counts printed in each cell."""
-    fig = Figure(figsize=(1.2 * len(conf.labels) + 2, 1.1 * len(conf.labels) + 1.5))
+    fig = _figure(figsize=(1.2 * len(conf.labels) + 2, 1.1 * len(conf.labels) + 1.5))
     ax = fig.add_subplot()
     rates = [[c / max(1, sum(row)) for c in row] for row in conf.counts]
     ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -194,7 +200,7 @@ def plot_confusion(conf: Confusion, path: Path, *, title: str) -> Path:
 
 
 def plot_reliability(cal: Calibration, path: Path, *, title: str) -> Path:
-    fig = Figure(figsize=(4, 4))
+    fig = _figure(figsize=(4, 4))
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
     xs = [c for c in cal.bin_confidence if c is not None]
@@ -212,7 +218,7 @@ def plot_timeline(path: Path, *, title: str, t_s: Sequence[float], level: Sequen
                   raise_level: float | None, clear_level: float | None, onset_s: float | None,
                   raised_at_s: Sequence[float], cleared_at_s: Sequence[float], duration_s: float) -> Path:
     """Caller agitation over a call, with the thresholds, the truth onset and the alerts."""
-    fig = Figure(figsize=(8, 2.4))
+    fig = _figure(figsize=(8, 2.4))
     ax = fig.add_subplot()
     ax.plot(t_s, level, color="tab:red", linewidth=1.2, label="caller agitation")
     if raise_level is not None:
@@ -236,7 +242,7 @@ def plot_timeline(path: Path, *, title: str, t_s: Sequence[float], level: Sequen
 def plot_bars(path: Path, *, title: str, groups: Sequence[str], series: Mapping[str, Sequence[float | None]],
               ylabel: str) -> Path:
     """Grouped bars, e.g. WER per clip for the pipeline and for faster-whisper directly."""
-    fig = Figure(figsize=(max(4, 1.3 * len(groups) + 2), 3))
+    fig = _figure(figsize=(max(4, 1.3 * len(groups) + 2), 3))
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(series))
     for k, (name, values) in enumerate(series.items()):

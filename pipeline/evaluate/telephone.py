@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import butter, sosfiltfilt
 
 from ..audio import decode_mulaw, encode_mulaw, float_to_int16, int16_to_float, resample
 
@@ -26,6 +25,8 @@ def telephone_version(y: np.ndarray, *, sr: int, band_pass: bool = False) -> np.
     """
     y8 = resample(np.asarray(y, dtype=np.float32), orig_sr=sr, target_sr=TELEPHONE_SR_HZ)
     if band_pass and y8.size > 30:
+        from scipy.signal import butter, sosfiltfilt  # imported here: scipy.signal costs seconds at start-up
+
         sos = butter(4, VOICE_BAND_HZ, btype="bandpass", fs=TELEPHONE_SR_HZ, output="sos")
         y8 = sosfiltfilt(sos, y8).astype(np.float32)
     return int16_to_float(decode_mulaw(encode_mulaw(float_to_int16(y8))))

@@ -67,6 +67,7 @@ class LiveCall:
     task: asyncio.Task | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # whoever holds it may use the session
     connections: int = 1
+    notify: Callable[[dict], None] | None = None  # a tap that can talk back (audio-fork) hears alerts
     last_lag_warning: float = 0.0
     last_drop_warning: float = 0.0
     drained: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever the worker took the backlog

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,7 @@ async def audio_fork_handler(request: web.Request) -> web.WebSocketResponse:
                     meta = stream.on_text(msg.data)
                     if meta is not None and call is None:
                         call = service.calls.open(meta)
+                        call.notify = _sender(ws)
                 elif msg.type == WSMsgType.BINARY:
                     if call is None and stream.meta is not None:
                         continue  # the call was refused; nothing to feed
@@ -125,6 +127,16 @@ async def twilio_handler(request: web.Request) -> web.WebSocketResponse:
         if call is not None:
             service.calls.end(call, reason=reason)
     return ws
+
+
+def _sender(ws: web.WebSocketResponse):
+    """Send JSON text frames back down a fork (mod_audio_fork passes them to FreeSWITCH as events).
+    Fire-and-forget: a slow or closed fork must never hold up the alert path."""
+    def send(message: dict) -> None:
+        if not ws.closed:
+            task = asyncio.get_running_loop().create_task(ws.send_str(json.dumps(message, ensure_ascii=False)))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return send
 
 
 def _malformed(service: "LiveService", call: LiveCall | None, exc: Exception) -> None:

@@ -204,6 +204,8 @@ class LiveService:
             return
         self.hub.publish_alert(recorded)
         self.sender.wake.set()
+        if call.notify is not None:
+            call.notify({"type": "callpulse.alert", "data": recorded})
         log.warning("alert %s %s %s on call %s (level %.2f: %s)", recorded["id"], recorded["action"],
                     recorded["state"], call.call_id, recorded["level"], ", ".join(recorded["reasons"]),
                     extra={"call_id": call.call_id})

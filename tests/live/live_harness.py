@@ -73,11 +73,6 @@ async def collect_feed(url: str, token: str | None, *, until, timeout_s: float) 
     return events
 
 
-def alert_for(call_id: str | None = None, action: str = "supervisor_takeover"):
-    return lambda evs: any(k == "alert" and e["action"] == action and (call_id is None or e["call_id"] == call_id)
-                           for k, e in evs)
-
-
 class WebhookReceiver:
     """Records POSTs; honours Idempotency-Key; ``fail_first`` answers 503 that many times."""
 

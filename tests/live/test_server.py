@@ -237,3 +237,20 @@ def test_sip_and_audiosocket_taps_outside_the_allow_list_are_refused():
     closed, live, recent = run_live(scenario, options=live_options(sip_allow=("10.0.0.0/8",),
                                                                    audiosocket_allow=("10.0.0.0/8",)))
     assert closed == b"" and live == {} and recent == []
+
+
+def test_an_audio_fork_hears_its_own_alerts_as_json_text_frames():
+    async def scenario(r):
+        agent, caller = loud_call(5.0)
+        async with aiohttp.ClientSession(headers=AUTH) as http:
+            async with http.ws_connect(f"{r.bound.ws}/tap/audio-fork?mix=stereo", protocols=(SUBPROTOCOL,)) as ws:
+                await ws.send_str(json.dumps({"callId": "talkback"}))
+                frame = np.stack([caller, agent], axis=1).astype("<i2").tobytes()
+                for i in range(0, len(frame), 1280):
+                    await ws.send_bytes(frame[i:i + 1280])
+                message = await asyncio.wait_for(ws.receive(), 10)
+        return json.loads(message.data)
+
+    message = run_live(scenario)
+    assert message["type"] == "callpulse.alert" and message["data"]["call_id"] == "talkback"
+    assert message["data"]["action"] == "supervisor_takeover"
