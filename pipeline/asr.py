@@ -18,7 +18,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -167,6 +167,15 @@ class AsrChunk:
     audio: np.ndarray
 
 
+@dataclass(frozen=True)
+class WindowResult:
+    """One Whisper window: a TranscriptEvent per turn with text, the language used and its probabilities."""
+
+    events: list
+    language: str | None
+    language_probs: Mapping[str, float]
+
+
 class Transcriber:
     """A loaded Whisper model; thread-safe (ctranslate2 serialises internally), no per-call state."""
 
@@ -194,18 +203,22 @@ class Transcriber:
         self.transcribe_chunks([AsrChunk("mixed", 0.0, np.zeros(SAMPLE_RATE_HZ, np.float32))])
 
     # -- language ---------------------------------------------------------------------------------
-    def _choose_language(self, encoder_output, language: str | None) -> tuple[str, float]:
+    def _choose_language(self, encoder_output, language: str | None, prior: Mapping[str, float] | None
+                         ) -> tuple[str, dict[str, float]]:
         if language is not None and language != "auto":
-            return language, 1.0
+            return language, {language: 1.0}
         if self.options.language != "auto":
-            return self.options.language, 1.0
+            return self.options.language, {self.options.language: 1.0}
         if not self.multilingual:
-            return "en", 1.0
+            return "en", {"en": 1.0}
         probs = dict(self._model.model.detect_language(encoder_output)[0])
         allowed = {lang: probs.get(f"<|{lang}|>", 0.0) for lang in self.options.languages}
-        best = max(allowed, key=allowed.get)
         total = sum(allowed.values()) or 1.0
-        return best, allowed[best] / total
+        allowed = {lang: p / total for lang, p in allowed.items()}
+        # A call mostly stays in one language: the call's running language estimate tips ambiguous
+        # windows (short turns, poor lines) without overruling a clear switch.
+        score = {lang: p + 0.5 * (prior or {}).get(lang, 0.0) for lang, p in allowed.items()}
+        return max(score, key=score.get), allowed
 
     # -- transcription ----------------------------------------------------------------------------
     def transcribe(self, audio: np.ndarray, *, language: str | None = None, speaker: Speaker = "mixed",
@@ -213,8 +226,12 @@ class Transcriber:
         """Transcribe one stretch of 16 kHz mono audio (at most one Whisper window is best)."""
         return self.transcribe_chunks([AsrChunk(speaker, offset_s, audio)], language=language)
 
-    def transcribe_chunks(self, chunks: Sequence[AsrChunk], *, language: str | None = None
-                          ) -> list[TranscriptEvent]:
+    def transcribe_chunks(self, chunks: Sequence[AsrChunk], *, language: str | None = None,
+                          prior: Mapping[str, float] | None = None) -> list[TranscriptEvent]:
+        return self.transcribe_window(chunks, language=language, prior=prior).events
+
+    def transcribe_window(self, chunks: Sequence[AsrChunk], *, language: str | None = None,
+                          prior: Mapping[str, float] | None = None) -> "WindowResult":
         """Transcribe several turns packed into one window, one TranscriptEvent per turn with text.
 
         Turns are joined with 0.6 s of silence (like faster-whisper's own VAD filter) so one encoder
@@ -236,11 +253,11 @@ class Transcriber:
             cursor += dur
         audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         if audio.size < int(0.1 * SAMPLE_RATE_HZ):
-            return []
+            return WindowResult([], None, {})
         model = self._model
         features = model.feature_extractor(audio)
         encoder_output = model.encode(pad_or_trim(features))
-        lang, lang_prob = self._choose_language(encoder_output, language)
+        lang, lang_probs = self._choose_language(encoder_output, language, prior)
         tokenizer = Tokenizer(model.hf_tokenizer, self.multilingual, task="transcribe", language=lang)
         opts = self.options
         options = TranscriptionOptions(
@@ -287,7 +304,7 @@ class Transcriber:
                 speaker=chunk.speaker, start_s=round(chunk.start_s, 3),
                 end_s=round(chunk.start_s + chunk.audio.size / SAMPLE_RATE_HZ, 3), text=text,
                 language=lang, final=True, words=tuple(words)))
-        return events
+        return WindowResult(events, lang, lang_probs)
 
     def _is_hallucination(self, seg) -> bool:
         opts = self.options

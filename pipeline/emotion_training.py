@@ -80,6 +80,9 @@ class TrainOptions:
 
 L2_GRID = (1.0, 3.0, 10.0, 30.0)
 MIN_BASELINE_CLIPS = 3
+# The engine scores the last 2 s of each speaker every second.
+LIVE_WINDOW_S = 2.0
+LIVE_HOP_S = 1.0
 # Bump when the layout of the cached feature files changes.
 _CACHE_FORMAT = 2
 # How the training speakers' baselines are formed for the relative head (compared under LOSO).
@@ -599,6 +602,27 @@ def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None 
         "calm_looking_share": {c: float(calm_pred[c].mean()) for c in CONDITIONS},
     }
 
+    # What the live engine sees: 2 s windows every second (a clip shorter than 2 s is one window),
+    # scored by the clip-trained heads; the held-out speaker's baseline is their calm-looking windows
+    # from other clips.
+    windows = load_corpus(options.data_dir, prosody=prosody, cache_dir=options.cache_dir,
+                          window_s=LIVE_WINDOW_S, hop_s=LIVE_HOP_S)
+    yw = windows.labels
+    lg_w = loso(corpus, spec_g, l2=l2_g, clip=clip, test_corpus=windows)
+    pg_w = {c: loso_temperature(lg_w[c], yw, windows.speakers) for c in CONDITIONS}
+    calm_w = {c: pg_w[c][:, high].sum(axis=1) < 0.5 for c in CONDITIONS}
+    lr_w = loso(corpus, spec_r, l2=l2_r, clip=clip, train_calm=calm_kinds[kind_r], test_calm=calm_w,
+                test_corpus=windows)
+    details["windows"] = {
+        "window_s": LIVE_WINDOW_S, "hop_s": LIVE_HOP_S, "rows": int(len(yw)),
+        "global": {c: scores_summary(pg_w[c], yw, windows.speakers) for c in CONDITIONS},
+        "relative": {c: scores_summary(loso_temperature(lr_w[c], yw, windows.speakers), yw, windows.speakers)
+                     for c in CONDITIONS},
+    }
+    progress(f"live-sized windows ({len(yw)} x {LIVE_WINDOW_S:g} s), 4-class UAR: global "
+             + "  ".join(f"{details['windows']['global'][c]['uar_4class']:.3f}" for c in CONDITIONS)
+             + "   relative " + "  ".join(f"{details['windows']['relative'][c]['uar_4class']:.3f}" for c in CONDITIONS))
+
     # 3. Final heads: every speaker, both training conditions; temperature from the LOSO logits.
     heads = {
         "global": _final_head(corpus, spec_g, l2_g, None, clip, logits_g),
@@ -668,3 +692,44 @@ def _round(obj):
     if isinstance(obj, (list, tuple)):
         return [_round(v) for v in obj]
     return obj
+
+
+# ---------------------------------------------------------------------------- cost
+def cost_per_audio_second(model, y: np.ndarray, *, sr: int, window_s: float = LIVE_WINDOW_S,
+                          hop_s: float = LIVE_HOP_S, repeats: int = 3) -> dict[str, float]:
+    """Milliseconds of CPU per second of one speaker's audio, the way the engine runs the stage.
+
+    Parameters
+    ----------
+    model : EmotionModel
+    y : np.ndarray [shape=(n,)], one speaker's audio at ``sr`` Hz
+    window_s, hop_s : the live pattern (the last ``window_s`` every ``hop_s``)
+
+    Returns
+    -------
+    dict: ``live_ms_per_s`` (windows: extraction + prediction), ``extract_ms_per_window``,
+    ``predict_ms_per_window``, ``turn_ms_per_s`` (one pass over the whole signal).
+    """
+    win, hop = int(window_s * sr), int(hop_s * sr)
+    starts = list(range(0, max(1, len(y) - win + 1), hop))
+    baseline = model.new_baseline()
+    best_extract = best_predict = best_turn = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        vecs = [model.extractor.vector(y[s:s + win], sr=sr)[1] for s in starts]
+        t1 = time.perf_counter()
+        for v in vecs:
+            model.predict(v, baseline=baseline)
+            baseline.update(v, calm=model.looks_calm(v))
+        t2 = time.perf_counter()
+        model.predict_audio(y, sr=sr)
+        t3 = time.perf_counter()
+        best_extract, best_predict = min(best_extract, t1 - t0), min(best_predict, t2 - t1)
+        best_turn = min(best_turn, t3 - t2)
+    audio_s = len(starts) * hop_s
+    return {
+        "live_ms_per_s": 1000.0 * (best_extract + best_predict) / audio_s,
+        "extract_ms_per_window": 1000.0 * best_extract / len(starts),
+        "predict_ms_per_window": 1000.0 * best_predict / len(starts),
+        "turn_ms_per_s": 1000.0 * best_turn / (len(y) / sr),
+    }

@@ -248,6 +248,8 @@ class CallSession:
         # finished turns of both parties waiting for ASR, packed into one Whisper window when due
         self._pending_asr: list[tuple[int, AsrChunk]] = []
         self._turn_queue: list = []
+        self._language_prior: dict[str, float] = {}
+        self._language_windows = 0
 
     # -- public ---------------------------------------------------------------------------------
     @property
@@ -485,7 +487,13 @@ class CallSession:
                 audio = audio[: int(self.config.asr.max_window_s * SAMPLE_RATE_HZ)]
             chunks.append(dataclasses.replace(chunk, audio=audio))
         try:
-            results = self.engine.transcriber.transcribe_chunks(chunks, language=self.info.language)
+            window = self.engine.transcriber.transcribe_window(chunks, language=self.info.language,
+                                                               prior=self._language_prior)
+            results = window.events
+            for lang, p in window.language_probs.items():
+                n = self._language_windows
+                self._language_prior[lang] = (self._language_prior.get(lang, 0.0) * n + p) / (n + 1)
+            self._language_windows += 1
         except Exception as exc:  # noqa: BLE001 - ASR failing on one window must not end the call
             self._stage_error("asr", t_available, exc)
             return [StageError("asr", t_available, str(exc))]

@@ -25,6 +25,7 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Sequence
 
 log = logging.getLogger("pipeline.masking")
 
@@ -366,10 +367,10 @@ def _secret_spans(text: str, runs: list[list[_Group]]) -> list[tuple[int, int, s
     return spans
 
 
-def mask_text(text: str, options: MaskingOptions) -> str:
-    """``text`` with card, ID and phone numbers (written or spoken) replaced by tokens; never raises."""
+def _mask_spans(text: str, options: MaskingOptions) -> list[tuple[int, int, str]]:
+    """Sorted, non-overlapping (start, end, token) spans of ``text`` to replace."""
     if not options.enabled or not text:
-        return text
+        return []
     spans: list[tuple[int, int, str]] = []
     short_runs: list[list[_Group]] = []
     for run in _digit_groups(text, options.spoken_digits):
@@ -379,18 +380,68 @@ def mask_text(text: str, options: MaskingOptions) -> str:
         spans.extend(_spans_in_run(text, run, options))
     if options.mask_secrets:
         spans.extend(_secret_spans(text, short_runs))
-    if not spans:
-        return text
-    out = []
+    kept: list[tuple[int, int, str]] = []
     pos = 0
     for start, end, token in sorted(spans):
         if start < pos:  # overlapping (a "+" or "(" claimed twice): keep the first
             continue
+        kept.append((start, end, token))
+        pos = end
+    return kept
+
+
+def mask_text(text: str, options: MaskingOptions) -> str:
+    """``text`` with card, ID and phone numbers (written or spoken) replaced by tokens; never raises on
+    a string (anything else is a TypeError: a transcript that is not text is a bug upstream)."""
+    if not isinstance(text, str):
+        raise TypeError(f"mask_text() needs a str, got {type(text).__name__}")
+    spans = _mask_spans(text, options)
+    if not spans:
+        return text
+    out = []
+    pos = 0
+    for start, end, token in spans:
         out.append(text[pos:start])
         out.append(token)
         pos = end
     out.append(text[pos:])
     return "".join(out)
+
+
+def mask_words(words: Sequence[str], options: MaskingOptions) -> list[str]:
+    """Mask a transcript's word texts together, as the sentence they form.
+
+    A card number is spread over several ASR words (" 4532", " 0151", ...): masking each word alone
+    would keep every group. The masked span's token goes to the word where the number starts; the
+    other words of the number keep only their text outside it (often ""). The words still join up to
+    ``mask_text("".join(words))``, and there are as many of them, so word timings stay aligned.
+    """
+    words = list(words)
+    if not all(isinstance(w, str) for w in words):
+        raise TypeError("mask_words() needs a sequence of str")
+    joined = "".join(words)
+    spans = _mask_spans(joined, options)
+    if not spans:
+        return words
+    out: list[str] = []
+    offset = 0
+    for word in words:
+        a, b = offset, offset + len(word)
+        pieces: list[str] = []
+        pos = a
+        for start, end, token in spans:
+            if end <= a or start >= b:
+                continue
+            if start > pos:
+                pieces.append(joined[pos:start])
+            if start >= a:
+                pieces.append(token)
+            pos = max(pos, min(end, b))
+        if pos < b:
+            pieces.append(joined[pos:b])
+        out.append("".join(pieces))
+        offset = b
+    return out
 
 
 class MaskingFilter(logging.Filter):

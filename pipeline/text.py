@@ -72,7 +72,7 @@ class TextOptions:
     positive_above: float = 0.2
     lexicon_dir: str = ""
     snownlp_weight: float = 0.8
-    snownlp_max_chars: int = 100
+    snownlp_max_chars: int = 60
     convert_traditional: bool = True
     max_tokens: int = 256
     torch_threads: int = 1

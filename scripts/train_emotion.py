@@ -46,8 +46,14 @@ def main(argv: list[str] | None = None) -> int:
             r = loso[head][rate]
             print(f"  {head:28s} {rate:23s} UAR4 {r['uar_4class']:.3f}  angry/neutral {r['uar_angry_vs_neutral']:.3f}"
                   f"  arousal {r['uar_high_vs_low_arousal']:.3f}  ECE {r['ece']:.3f}")
+    for head in ("global", "relative"):
+        for rate in CONDITIONS:
+            r = loso["windows"][head][rate]
+            print(f"  2 s windows {head:16s} {rate:23s} UAR4 {r['uar_4class']:.3f}  angry/neutral "
+                  f"{r['uar_angry_vs_neutral']:.3f}  arousal {r['uar_high_vs_low_arousal']:.3f}  ECE {r['ece']:.3f}")
     print(f"training took {meta['train_s']:.1f} s (feature extraction {meta['feature_extraction_s']:.1f} s)")
-    print(json.dumps({k: loso["relative"][r]["recall_per_class"] for r in CONDITIONS for k in [r]}, indent=None))
+    print("relative head, recall per class:",
+          json.dumps({r: loso["relative"][r]["recall_per_class"] for r in CONDITIONS}))
     return 0
 
 

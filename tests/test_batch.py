@@ -147,4 +147,4 @@ def test_whole_pipeline_runs_with_the_network_unavailable(tmp_path):
                           text=True, cwd=ROOT, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "calm_zh.json").read_text(encoding="utf-8"))
-    assert result["languages"] == ["zh"] and any(s["text"] for s in result["segments"])
+    assert "zh" in result["languages"] and any(s["text"] for s in result["segments"])

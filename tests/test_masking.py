@@ -18,6 +18,7 @@ from pipeline.masking import (
     install_log_masking,
     luhn_valid,
     mask_text,
+    mask_words,
     national_id_valid,
 )
 
@@ -253,10 +254,48 @@ def test_digit_soup_never_raises(text):
     assert isinstance(mask_text(text, OPTIONS), str)
 
 
+def test_non_text_is_a_type_error():
+    with pytest.raises(TypeError, match="needs a str"):
+        mask_text(None, OPTIONS)  # type: ignore[arg-type]
+
+
+def test_log_messages_that_are_not_strings_are_masked_too():
+    logger, stream = _logger_with_filter("test.masking.nonstr")
+    logger.info({"card": CARD})
+    assert CARD not in stream.getvalue() and "[CARD]" in stream.getvalue()
+
+
 def test_ten_thousand_characters_are_masked():
     text = ("卡号 4532 0151 1283 0366，电话 13812345678。" * 300)[:10_000]
     masked = mask_text(text, OPTIONS)
     assert "4532" not in masked and "13812345678" not in masked
+
+
+# --- ASR words ---------------------------------------------------------------------------------------
+
+
+def test_card_split_over_asr_words_is_masked_in_the_words_too():
+    words = [" My", " card", " is", " 4532", " 0151", " 1283", " 0366", "."]
+    masked = mask_words(words, OPTIONS)
+    assert masked == [" My", " card", " is", " [CARD]", "", "", "", "."]
+    assert "".join(masked) == mask_text("".join(words), OPTIONS)
+
+
+def test_spoken_phone_over_words_keeps_one_word_per_word():
+    words = [" call", " one", " three", " eight", " one", " two", " three", " four", " five", " six", " seven",
+             " eight", " thanks"]
+    masked = mask_words(words, OPTIONS)
+    assert len(masked) == len(words)
+    assert masked[1] == " [PHONE]" and masked[-1] == " thanks"
+    assert not any(w.strip() in ("three", "eight") for w in masked)
+
+
+@settings(max_examples=200, deadline=None)
+@given(words=st.lists(st.text(alphabet="0123456789 -一二幺abc", max_size=6), max_size=30))
+def test_masked_words_join_to_the_masked_text(words):
+    masked = mask_words(words, OPTIONS)
+    assert len(masked) == len(words)
+    assert "".join(masked) == mask_text("".join(words), OPTIONS)
 
 
 # --- logs -------------------------------------------------------------------------------------------

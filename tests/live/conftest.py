@@ -25,7 +25,7 @@ def real_engine():
 
 @pytest.fixture(scope="session")
 def escalating():
-    """The escalating English sample's first 50 s (the caller's alert comes at about 43 s) and its onset."""
+    """The escalating English sample's first 50 s (its caller alert is raised well inside them) and its onset."""
     import json
 
     import soundfile as sf

@@ -105,3 +105,27 @@ def test_baresip_sipp_and_streamdouble_calls_each_raise_a_takeover_on_the_feed_a
         assert call.result["alerts"], f"{call.meta.source}: the escalating caller raised an alert"
     assert {body["agent_id"] for body in receiver.accepted.values()} == {"a17", "a18", "a19"}
     assert all(key == body["id"] for key, body in receiver.requests)
+
+
+def test_streamdouble_with_packet_loss_and_jitter_keeps_the_call_clock(tmp_path):
+    """Lost Twilio frames show up as timestamp jumps: the call still lasts as long as the audio sent,
+    with the lost time filled by silence, not squeezed out."""
+    need("streamdouble")
+    from live_fakes import FakeEngine, FakeStore, fake_call_info, loud_call
+
+    agent, caller = loud_call(6.0)
+    sf.write(tmp_path / "c.wav", caller, 8000, subtype="PCM_16")
+    sf.write(tmp_path / "a.wav", agent, 8000, subtype="PCM_16")
+    with ServiceThread(lambda: LiveService(engine=FakeEngine(), store=FakeStore(), options=live_options(),
+                                           call_info=fake_call_info)) as st:
+        proc = subprocess.run(["streamdouble", "call", "--fork", "--track", "both", "--audio", str(tmp_path / "c.wav"),
+                               "--agent-audio", str(tmp_path / "a.wav"), "--packet-loss", "0.1", "--jitter", "40",
+                               "--chaos-seed", "7", "--quiet", "--allow-no-audio", f"{st.bound.ws}/tap/twilio?token={TOKEN}"],
+                              capture_output=True, text=True, timeout=60)
+        st.run(until(lambda: not st.service.calls.live and st.service.calls.recent, timeout_s=20, what="call ended"),
+               timeout_s=30)
+        call = st.service.calls.recent[0]
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert call.result["duration_s"] == pytest.approx(6.0, abs=0.1)
+    assert call.aligner.gap_samples >= 0.05 * 6.0 * 8000, "about 10% of the caller's frames were lost and filled"
+    assert call.malformed == 0
