@@ -31,10 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _mask_logs() -> None:
     """Transcripts carry card, ID and phone numbers: every log handler masks them."""
-    from .masking import MaskingFilter
+    from .masking import MaskingOptions, install_log_masking
 
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(MaskingFilter())
+    install_log_masking(MaskingOptions())
 
 
 def main(argv: list[str] | None = None) -> int:

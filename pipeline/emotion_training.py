@@ -513,6 +513,56 @@ def candidate_specs(all_names: Sequence[str], feature_set: str) -> dict[str, Hea
     }
 
 
+def evaluate_candidate(
+    corpus: Corpus, spec: HeadSpec, *, key: str, l2: float, clip: float,
+    calm_sets: Mapping[str, Mapping[str, Mapping[str, np.ndarray] | None]] | None = None,
+    calm_kind: str | None = None, test_all: bool = False, comparison: dict | None = None, progress=print,
+) -> tuple[float, dict, dict]:
+    """LOSO and cross-gender figures of one candidate head.
+
+    ``calm_sets[protocol][kind]`` gives the calm flags that form baselines ("calm-predicted" for the
+    held-out speakers; ``calm_kind`` for the training ones; ``test_all`` = the held-out speaker's
+    baseline from all their other clips). Returns (score, figures per condition, logits per protocol);
+    the score is the mean of the LOSO and cross-gender 4-class UARs, each in its worst condition, so
+    selection favours what transfers.
+    """
+    y, spk = corpus.labels, corpus.speakers
+    out = {}
+    for protocol, by in (("loso", "speaker"), ("cross_gender", "gender")):
+        calm = {}
+        if calm_kind is not None:
+            calm["train_calm"] = calm_sets[protocol][calm_kind]
+            calm["test_calm"] = None if test_all else calm_sets[protocol]["calm-predicted"]
+        logits = loso(corpus, spec, l2=l2, clip=clip, by=by, **calm)
+        probs = {c: loso_temperature(logits[c], y, spk) for c in CONDITIONS}
+        out[protocol] = ({c: scores_summary(probs[c], y, spk) for c in CONDITIONS}, logits)
+    res, logits = out["loso"]
+    res_x = out["cross_gender"][0]
+    if comparison is not None:
+        comparison[key] = {c: {**{m: res[c][m] for m in _HEADLINE},
+                               "cross_gender_uar_4class": res_x[c]["uar_4class"]} for c in CONDITIONS}
+    progress(f"  {key:66s} " + "  ".join(f"{res[c]['uar_4class']:.3f}" for c in CONDITIONS)
+             + "   " + "  ".join(f"{res_x[c]['uar_4class']:.3f}" for c in CONDITIONS))
+    score = 0.5 * (min(res[c]["uar_4class"] for c in CONDITIONS)
+                   + min(res_x[c]["uar_4class"] for c in CONDITIONS))
+    res = {c: {**res[c], "cross_gender": {m: res_x[c][m] for m in _HEADLINE}} for c in CONDITIONS}
+    return score, res, {"loso": logits, "cross_gender": out["cross_gender"][1]}
+
+
+def calm_flags(corpus: Corpus, global_logits: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
+    """protocol -> {"all": None, "calm-labels": flags, "calm-predicted": flags} (condition -> bool [n]):
+    calm-labels = neutral or sad (training speakers only); calm-predicted = the global head's
+    out-of-fold arousal below 0.5 (the live rule, no labels)."""
+    y, spk = corpus.labels, corpus.speakers
+    high = [CLASSES.index(c) for c in HIGH_AROUSAL]
+    calm_label = {c: ~np.isin(y, high) for c in CONDITIONS}
+    out = {}
+    for protocol, lg in global_logits.items():
+        pred = {c: loso_temperature(lg[c], y, spk)[:, high].sum(axis=1) < 0.5 for c in CONDITIONS}
+        out[protocol] = {"all": None, "calm-labels": calm_label, "calm-predicted": pred}
+    return out
+
+
 def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None = None,
                        clip: float = 5.0, progress=print) -> dict:
     """Compare feature sets, heads and baselines under LOSO, train the chosen heads, write the model.
@@ -534,27 +584,9 @@ def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None 
 
     def run(key: str, spec: HeadSpec, l2: float, calm_kind: str | None = None,
             test_all: bool = False) -> tuple[float, dict, dict]:
-        """LOSO and cross-gender figures of one candidate; its score is the mean of the two 4-class
-        UARs, each in its worst condition (selection favours what transfers)."""
-        out = {}
-        for protocol, by in (("loso", "speaker"), ("cross_gender", "gender")):
-            calm = {}
-            if calm_kind is not None:
-                calm["train_calm"] = calm_sets[protocol][calm_kind]
-                calm["test_calm"] = None if test_all else calm_sets[protocol]["calm-predicted"]
-            logits = loso(corpus, spec, l2=l2, clip=clip, by=by, **calm)
-            probs = {c: loso_temperature(logits[c], y, spk) for c in CONDITIONS}
-            out[protocol] = ({c: scores_summary(probs[c], y, spk) for c in CONDITIONS}, logits)
-        res, logits = out["loso"]
-        res_x = out["cross_gender"][0]
-        comparison[key] = {c: {**{m: res[c][m] for m in _HEADLINE},
-                               "cross_gender_uar_4class": res_x[c]["uar_4class"]} for c in CONDITIONS}
-        progress(f"  {key:66s} " + "  ".join(f"{res[c]['uar_4class']:.3f}" for c in CONDITIONS)
-                 + "   " + "  ".join(f"{res_x[c]['uar_4class']:.3f}" for c in CONDITIONS))
-        score = 0.5 * (min(res[c]["uar_4class"] for c in CONDITIONS)
-                       + min(res_x[c]["uar_4class"] for c in CONDITIONS))
-        res = {c: {**res[c], "cross_gender": {m: res_x[c][m] for m in _HEADLINE}} for c in CONDITIONS}
-        return score, res, {"loso": logits, "cross_gender": out["cross_gender"][1]}
+        return evaluate_candidate(corpus, spec, key=key, l2=l2, clip=clip, calm_sets=calm_sets,
+                                  calm_kind=calm_kind, test_all=test_all, comparison=comparison,
+                                  progress=progress)
 
     calm_sets: dict[str, dict] = {}
     progress("  " + " " * 66 + " LOSO: " + "  ".join(CONDITIONS) + "   cross-gender: same")
@@ -569,10 +601,7 @@ def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None 
     _, fs_g, l2_g, spec_g, res_g, logits_all_g = best_g
     logits_g = logits_all_g["loso"]
     high = [CLASSES.index(c) for c in HIGH_AROUSAL]
-    calm_label = {c: ~np.isin(y, high) for c in CONDITIONS}
-    for protocol, lg in logits_all_g.items():
-        pred = {c: loso_temperature(lg[c], y, spk)[:, high].sum(axis=1) < 0.5 for c in CONDITIONS}
-        calm_sets[protocol] = {"all": None, "calm-labels": calm_label, "calm-predicted": pred}
+    calm_sets.update(calm_flags(corpus, logits_all_g))
     calm_pred = calm_sets["loso"]["calm-predicted"]
     calm_kinds = calm_sets["loso"]
 
@@ -733,3 +762,123 @@ def cost_per_audio_second(model, y: np.ndarray, *, sr: int, window_s: float = LI
         "predict_ms_per_window": 1000.0 * best_predict / len(starts),
         "turn_ms_per_s": 1000.0 * best_turn / (len(y) / sr),
     }
+
+
+# ---------------------------------------------------------------------------- Whisper encoder (comparison)
+ENCODER_SET = "encoder"
+ENCODER_L2_GRID = (10.0, 30.0, 100.0, 300.0)
+
+
+def encoder_vectors(corpus_dir: Path, *, model_path: Path, cache_dir: Path | None,
+                    threads: int = 2) -> tuple[dict[str, np.ndarray], tuple[str, ...], float]:
+    """Whisper encoder output pooled over each clip: mean and spread of the d_model channels.
+
+    The clip goes in at 16 kHz as the ASR stage sees it (telephone versions resampled back up to
+    16 kHz), as log-mel features of its own length: unpadded, unlike faster-whisper's 30 s windows,
+    so 339 clips x 3 conditions encode in minutes on 2 cores.
+
+    Returns
+    -------
+    vectors : condition -> np.ndarray [shape=(n_clips, 2 * d_model)]
+    names : the column names (``enc_mean_<i>``, ``enc_std_<i>``)
+    encode_s_per_audio_s : encoder seconds per second of audio (16 kHz condition)
+    """
+    import ctranslate2
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    rows = read_manifest(corpus_dir)
+    h = hashlib.sha256(f"encoder-{_CACHE_FORMAT}".encode())
+    h.update((model_path / "model.bin").stat().st_size.to_bytes(8, "little"))
+    h.update(inspect.getsource(encoder_vectors).encode())
+    for fn in (encode_mulaw, decode_mulaw, resample, telephone_version, other_handset):
+        h.update(inspect.getsource(fn).encode())
+    for r in rows:
+        h.update(r["file"].encode())
+    cache = cache_dir / f"emodb-encoder-{h.hexdigest()[:16]}.npz" if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            vectors = {c: z[c] for c in CONDITIONS}
+            rtf = float(z["rtf"])
+    else:
+        with open(model_path / "config.json", encoding="utf-8") as fh:
+            n_mels = int(json.load(fh).get("num_mel_bins", 80))
+        model = ctranslate2.models.Whisper(str(model_path), device="cpu", compute_type="int8",
+                                           intra_threads=threads)
+        fe = FeatureExtractor(feature_size=n_mels)
+        vecs: dict[str, list[np.ndarray]] = {c: [] for c in CONDITIONS}
+        enc_s = audio_s = 0.0
+        for r in rows:
+            y, sr = sf.read(corpus_dir / r["file"], dtype="float32", always_2d=False)
+            y16 = resample(y, orig_sr=sr, target_sr=16000)
+            versions = {
+                "16k": y16,
+                "8k-mulaw": resample(telephone_version(y, sr=sr), orig_sr=8000, target_sr=16000),
+                "8k-mulaw-other-handset": resample(
+                    telephone_version(other_handset(y, sr=sr, speaker=r["speaker"]), sr=sr),
+                    orig_sr=8000, target_sr=16000),
+            }
+            for cond, audio in versions.items():
+                mel = fe(audio)[None, :, :].astype(np.float32)          # [1, n_mels, frames]
+                t0 = time.perf_counter()
+                out = np.array(model.encode(ctranslate2.StorageView.from_array(mel)))[0]   # [T, d]
+                if cond == "16k":
+                    enc_s += time.perf_counter() - t0
+                    audio_s += len(audio) / 16000
+                vecs[cond].append(np.concatenate([out.mean(axis=0), out.std(axis=0)]).astype(np.float64))
+        vectors = {c: np.vstack(v) for c, v in vecs.items()}
+        rtf = enc_s / audio_s
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, rtf=rtf, **vectors)
+    d = vectors["16k"].shape[1] // 2
+    names = tuple(f"enc_mean_{i}" for i in range(d)) + tuple(f"enc_std_{i}" for i in range(d))
+    return vectors, names, rtf
+
+
+def compare_encoder(options: TrainOptions, *, model_path: Path, prosody: ProsodyOptions | None = None,
+                    clip: float = 5.0, progress=print) -> dict:
+    """Prosody vs Whisper-encoder vs both, under the same LOSO / cross-gender protocol and the same
+    calm-baseline rule as the shipped model. Writes ``encoder_comparison.json`` next to the model."""
+    prosody = prosody or ProsodyOptions()
+    corpus = load_corpus(options.data_dir, prosody=prosody, cache_dir=options.cache_dir)
+    enc, enc_names, rtf = encoder_vectors(options.data_dir / "emodb", model_path=model_path,
+                                          cache_dir=options.cache_dir)
+    progress(f"Whisper encoder: {rtf * 1000:.1f} ms per second of audio (unpadded clips, 2 threads)")
+    both = dataclasses.replace(
+        corpus, names=corpus.names + enc_names,
+        vectors={c: np.hstack([corpus.vectors[c], enc[c]]) for c in CONDITIONS})
+    pros = feature_names(corpus.names, PROSODY_MFCC_SET, head="relative")
+    pros_g = feature_names(corpus.names, PROSODY_MFCC_SET, head="global")
+    # Baselines are formed by the shipped global head's calm judgement, as in the shipped model.
+    _, _, lg = evaluate_candidate(both, HeadSpec(rel=(), abs=pros_g), key="global | prosody+mfcc | l2=3",
+                                  l2=3.0, clip=clip, progress=progress)
+    calm_sets = calm_flags(both, lg)
+    comparison: dict[str, dict] = {}
+    candidates = {
+        "global | encoder": (HeadSpec(rel=(), abs=enc_names), None),
+        "global | prosody+mfcc+encoder": (HeadSpec(rel=(), abs=pros_g + enc_names), None),
+        "relative | encoder | calm-labels": (HeadSpec(rel=enc_names, abs=()), "calm-labels"),
+        "relative | prosody+mfcc+encoder | calm-labels": (HeadSpec(rel=pros + enc_names, abs=()), "calm-labels"),
+    }
+    best: dict[str, tuple] = {}
+    for name, (spec, kind) in candidates.items():
+        for l2 in ENCODER_L2_GRID:
+            score, res, _ = evaluate_candidate(both, spec, key=f"{name} | l2={l2:g}", l2=l2, clip=clip,
+                                               calm_sets=calm_sets, calm_kind=kind, comparison=comparison,
+                                               progress=progress)
+            if name not in best or score > best[name][0] + 1e-9:
+                best[name] = (score, l2, res)
+    summary = {
+        "encoder_ms_per_audio_s": rtf * 1000.0,
+        "note": "unpadded clip-length encoder input; mean+std pooling over all encoder frames",
+        "best": {name: {"l2": l2, "score": score,
+                         **{c: {m: r[c][m] for m in _HEADLINE} | {"cross_gender_uar_4class": r[c]["cross_gender"]["uar_4class"]}
+                            for c in CONDITIONS}}
+                 for name, (score, l2, r) in best.items()},
+        "all": comparison,
+    }
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    with open(options.out_dir / "encoder_comparison.json", "w", encoding="utf-8") as fh:
+        json.dump(_round(summary), fh, indent=1)
+        fh.write("\n")
+    return summary

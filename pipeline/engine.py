@@ -30,7 +30,7 @@ from .config import Config
 from .errors import AudioFormatError, ModelUnavailableError
 from .events import (AlertEvent, CallEnded, LevelUpdate, Speaker, SpeechTurn, StageError, TranscriptEvent)
 from .fusion import AcousticCue, AgitationTracker, TextCue
-from .masking import mask_text
+from .masking import mask_text, mask_words
 from .prosody import ProsodyExtractor, SpeakerBaseline
 from .strain import ShiftBook, ShiftState, strain_level
 from .text import TextScorer
@@ -166,13 +166,16 @@ class _Segment:
     emotion: Mapping | None = None
     arousal: float | None = None
     prosody: Mapping | None = None
+    words: tuple = ()
 
     def as_json(self) -> dict:
         return {"speaker": self.speaker, "start_s": round(self.start_s, 2), "end_s": round(self.end_s, 2),
                 "text": self.text, "language": self.language,
                 "sentiment": None if self.sentiment is None else round(self.sentiment, 3),
                 "arousal": None if self.arousal is None else round(self.arousal, 3),
-                "emotion": self.emotion, "prosody": self.prosody, "flags": list(self.flags)}
+                "emotion": self.emotion, "prosody": self.prosody, "flags": list(self.flags),
+                "words": [{"start_s": w.start_s, "end_s": w.end_s, "text": w.text, "p": w.probability}
+                          for w in self.words]}
 
 
 @dataclass
@@ -527,7 +530,10 @@ class CallSession:
             self._agitation.add_text(TextCue(t_available, sentiment, flags, excerpt))
         elif seg.speaker == "agent" and sentiment is not None:
             self._agent_sentiments.append(sentiment)
-        words = tuple(dataclasses.replace(w, text=mask_text(w.text, self.config.masking)) for w in res.words)
+        # masked as one sentence: a card number spread over several words must not survive word by word
+        masked = mask_words([w.text for w in res.words], self.config.masking)
+        words = tuple(dataclasses.replace(w, text=m) for w, m in zip(res.words, masked))
+        seg.words = words
         return TranscriptEvent(seg.speaker, seg.start_s, seg.end_s, text, res.language, True, words,
                                sentiment or 0.0, flags)
 

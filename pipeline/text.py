@@ -316,7 +316,8 @@ def _preceded_by_zh_negator(text: str, start: int) -> bool:
 def label_values_from_id2label(id2label: Mapping[int, str]) -> tuple[float, ...]:
     """Sentiment value in [-1, 1] of each class, from the model's label names.
 
-    Understands negative/neutral/positive names (any case, abbreviations such as "neg"), star ratings
+    Understands negative/neutral/positive names (any case, abbreviations such as "neg", "very negative"
+    as -1 with plain "negative" then -0.5), star ratings
     ("1 star" .. "5 stars"), and generic ``LABEL_i`` with 2 (neg, pos), 3 (neg, neu, pos) or 5 (stars)
     classes. Anything else raises ModelUnavailableError naming the ``[text] label_values`` option.
     """
@@ -328,14 +329,18 @@ def label_values_from_id2label(id2label: Mapping[int, str]) -> tuple[float, ...]
         lo, hi = min(counts), max(counts)
         if hi > lo:
             return tuple(2.0 * (c - lo) / (hi - lo) - 1.0 for c in counts)
-    polar = []
+    # "very negative" / "negative" / ... (SST-5 style): plain polar labels sit half-way when strong ones exist.
+    strong = re.compile(r"\b(very|strongly|extremely)\b")
+    plain = 0.5 if any(strong.search(name) for name in names) else 1.0
+    polar: list[float | None] = []
     for name in names:
+        size = 1.0 if strong.search(name) else plain
         if "neg" in name:
-            polar.append(-1.0)
+            polar.append(-size)
         elif "neu" in name:
             polar.append(0.0)
         elif "pos" in name:
-            polar.append(1.0)
+            polar.append(size)
         else:
             polar.append(None)
     if n >= 2 and all(v is not None for v in polar):
@@ -373,14 +378,15 @@ class _TransformersSentiment:
             self._model = AutoModelForSequenceClassification.from_pretrained(
                 str(folder), local_files_only=True
             )
-        except (OSError, ValueError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - transformers/safetensors raise many types; all mean "unusable"
             raise ModelUnavailableError(
                 f"cannot load a sequence-classification model from {folder}: {exc}; the folder needs "
                 "config.json, tokenizer files and weights written by save_pretrained()"
             ) from exc
         self._model.eval()
         self._torch = torch
-        self._threads = options.torch_threads
+        # torch's thread count is process-wide, so it is set once here rather than on every call.
+        torch.set_num_threads(options.torch_threads)
         self._max_tokens = options.max_tokens
         n_labels = int(self._model.config.num_labels)
         if options.label_values:
@@ -399,7 +405,6 @@ class _TransformersSentiment:
     def sentiment(self, text: str) -> float:
         torch = self._torch
         with self._lock:
-            torch.set_num_threads(self._threads)
             inputs = self._tokenizer(
                 text, truncation=True, max_length=self._max_tokens, return_tensors="pt"
             )

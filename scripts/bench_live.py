@@ -131,11 +131,18 @@ async def concurrent(engine: Engine, wav: Path, *, n_calls: int, seconds: float,
     done.set()
     await watcher
     finished = sum(1 for c in service.calls.recent if c.result is not None)
+    # Where the time goes: engine seconds per second of call audio, by stage (summed over the calls).
+    stages: dict[str, float] = {}
+    for c in service.calls.recent:
+        for stage, spent in getattr(c.session, "stage_seconds", {}).items():
+            stages[stage] = stages.get(stage, 0.0) + spent
+    audio_total = seconds * max(1, len(service.calls.recent))
     await service.stop(drain_s=10)
     return {"calls": n_calls, "audio_s": seconds, "send_s": round(sent - t0, 1),
             "worst_backlog_s": round(worst_backlog, 2), "end_lag_s": round(end_lag, 2),
             "finished": finished, "sustained": finished == n_calls and worst_backlog <= max_lag_s
-            and end_lag <= max_lag_s, "rss_growth_mb": round(rss_peak - rss0, 1)}
+            and end_lag <= max_lag_s, "rss_growth_mb": round(rss_peak - rss0, 1),
+            "engine_s_per_audio_s": {k: round(v / audio_total, 3) for k, v in stages.items() if v > 0}}
 
 
 async def main() -> int:

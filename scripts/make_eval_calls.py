@@ -32,13 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--angry-turns", type=int, default=defaults.angry_turns)
     p.add_argument("--clips-per-angry-turn", type=int, default=defaults.clips_per_angry_turn)
     p.add_argument("--calm-turns", type=int, default=defaults.calm_turns, help="caller turns of a calm call")
+    p.add_argument("--calm-emotions", default=",".join(defaults.calm_emotions),
+                   help="comma-separated emotions of calm callers' turns, cycled (e.g. neutral,happy)")
     p.add_argument("--no-telephone", action="store_true", help="skip the 8 kHz mu-law telephone variants")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     options = CallBuildOptions(
         source_manifest=args.source, out=args.out, seed=args.seed, agent_channel=args.agent_channel,
         neutral_turns=args.neutral_turns, angry_turns=args.angry_turns,
-        clips_per_angry_turn=args.clips_per_angry_turn, calm_turns=args.calm_turns, telephone=not args.no_telephone)
+        clips_per_angry_turn=args.clips_per_angry_turn, calm_turns=args.calm_turns, calm_emotions=tuple(e.strip() for e in args.calm_emotions.split(",") if e.strip()),
+        telephone=not args.no_telephone)
     try:
         manifest = build_calls(options, progress=print)
     except PipelineError as exc:

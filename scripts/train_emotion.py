@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.emotion_training import (  # noqa: E402
-    CONDITIONS, FEATURE_SETS, TrainOptions, data_dir_default, evaluate_and_train,
+    CONDITIONS, FEATURE_SETS, TrainOptions, compare_encoder, data_dir_default, evaluate_and_train,
 )
 
 
@@ -32,12 +32,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--feature-set", default="auto", choices=("auto",) + FEATURE_SETS)
     ap.add_argument("--l2", type=float, default=-1.0, help="L2 penalty (default: chosen by LOSO)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compare-encoder", type=Path, metavar="CT2_WHISPER_DIR", default=None,
+                    help="also compare Whisper-encoder features (a CTranslate2 Whisper model folder, e.g. "
+                    "~/.cache/callpulse/whisper-base-ct2); writes encoder_comparison.json, the model is unchanged")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     options = TrainOptions(data_dir=args.data or data_dir_default(), out_dir=args.out,
                            cache_dir=args.cache, feature_set=args.feature_set, l2=args.l2, seed=args.seed)
+    if args.compare_encoder is not None:
+        summary = compare_encoder(options, model_path=args.compare_encoder.expanduser())
+        print("\nbest of each (LOSO / cross-gender 4-class UAR, 16k / 8k-mulaw / other handset):")
+        for name, r in summary["best"].items():
+            print(f"  {name:48s} l2={r['l2']:<5g} " + " / ".join(f"{r[c]['uar_4class']:.3f}" for c in CONDITIONS)
+                  + "   " + " / ".join(f"{r[c]['cross_gender_uar_4class']:.3f}" for c in CONDITIONS))
+        return 0
     meta = evaluate_and_train(options)
     loso = meta["loso"]
     print(f"\nmodel {meta['id']} written to {args.out}")

@@ -55,8 +55,9 @@ def test_per_call_json_has_the_stable_schema(sample_results):
     assert r["channels"] == {"agent": 0, "caller": 1}
     assert r["languages"] == ["en"]
     seg = next(s for s in r["segments"] if s["text"])
+    assert seg["words"] and seg["start_s"] - 0.5 <= seg["words"][0]["start_s"] <= seg["end_s"]
     for key in ("speaker", "start_s", "end_s", "text", "language", "sentiment", "arousal", "emotion", "prosody",
-                "flags"):
+                "flags", "words"):
         assert key in seg
     assert seg["emotion"]["source"].startswith(("model:", "prosody-rules"))
     assert [p["t_s"] for p in r["timeline"][:3]] == [1.0, 2.0, 3.0]
@@ -153,8 +154,15 @@ class _ScriptedTranscriber:
     def transcribe_window(self, chunks, *, language=None, prior=None):
         from pipeline.asr import WindowResult
 
-        return WindowResult([TranscriptEvent(c.speaker, c.start_s, c.start_s + c.audio.size / 16000, self.text,
-                                             "en", True) for c in chunks], "en", {"en": 1.0})
+        from pipeline.events import Word
+
+        events = []
+        for c in chunks:
+            tokens = [" " + t for t in self.text.split()]
+            words = tuple(Word(c.start_s + 0.1 * i, c.start_s + 0.1 * (i + 1), tok, 0.9) for i, tok in enumerate(tokens))
+            events.append(TranscriptEvent(c.speaker, c.start_s, c.start_s + c.audio.size / 16000, self.text, "en",
+                                          True, words))
+        return WindowResult(events, "en", {"en": 1.0})
 
 
 def test_card_numbers_are_masked_in_results_and_logs(acoustic_engine, caplog):
@@ -172,3 +180,4 @@ def test_card_numbers_are_masked_in_results_and_logs(acoustic_engine, caplog):
     assert "4111 1111 1111 1111" not in dumped and "13812345678" not in dumped
     assert any(s["text"] for s in r["segments"])
     assert "4111 1111" not in caplog.text
+    assert "4111" not in json.dumps([s["words"] for s in r["segments"]])

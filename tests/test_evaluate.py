@@ -442,6 +442,18 @@ def test_call_plan_is_balanced_and_agents_are_other_people(clip_corpus):
     assert plan_calls(clips, CallBuildOptions(seed=3)) == plans             # deterministic
 
 
+def test_calm_calls_can_have_lively_callers_but_never_angry_ones(clip_corpus, tmp_path):
+    rows = list(csv.reader(open(clip_corpus)))
+    rows += [[_tone(tmp_path / f"{spk}_h.wav", amplitude=0.3).name, spk, "happy", g]
+             for spk, g in (("f1", "female"), ("f2", "female"), ("m1", "male"), ("m2", "male"))]
+    _csv(clip_corpus, rows[0], rows[1:])
+    plans = plan_calls(read_clips(clip_corpus), CallBuildOptions(calm_emotions=("neutral", "happy")))
+    calm = [t.emotion for p in plans if p.kind == "calm" for t in p.turns if t.role == "caller"]
+    assert set(calm) == {"neutral", "happy"}
+    with pytest.raises(ValueError):
+        CallBuildOptions(calm_emotions=("angry",))
+
+
 def test_built_calls_put_the_caller_on_the_other_channel_from_the_onset(clip_corpus, tmp_path):
     out = tmp_path / "calls"
     manifest = build_calls(CallBuildOptions(source_manifest=str(clip_corpus), out=str(out)), progress=lambda s: None)

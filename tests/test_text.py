@@ -1,8 +1,6 @@
 """Spec of the text stage: sentiment, labels and flags for Mandarin and English call-centre turns."""
 from __future__ import annotations
 
-import dataclasses
-import os
 import shutil
 import threading
 from pathlib import Path
@@ -10,6 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from conftest import skip_or_fail
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError, ModelUnavailableError
@@ -25,14 +25,12 @@ from pipeline.text import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _data_dir() -> Path:
-    """$CALLPULSE_DATA or ../shared/data; skip when absent unless CALLPULSE_REQUIRE_DATA=1."""
-    path = Path(os.environ.get("CALLPULSE_DATA") or REPO.parent / "shared" / "data")
-    if not (path / "text").is_dir():
-        reason = f"labelled text not found in {path / 'text'} (set CALLPULSE_DATA)"
-        if os.environ.get("CALLPULSE_REQUIRE_DATA") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+@pytest.fixture(scope="module")
+def text_dir(data_dir) -> Path:
+    """The labelled text folder of the shared data (skip, or fail under CALLPULSE_REQUIRE_DATA=1)."""
+    path = data_dir / "text"
+    if not path.is_dir():
+        skip_or_fail(f"labelled text not found in {path} (set CALLPULSE_DATA)")
     return path
 
 
@@ -392,6 +390,15 @@ def test_missing_model_folder_says_what_to_put_where(tmp_path):
         TextScorer.load(options)
 
 
+def test_corrupt_model_weights_are_model_unavailable(tmp_path):
+    pytest.importorskip("transformers")
+    folder = _tiny_bert(tmp_path / "m", {0: "negative", 1: "positive"})
+    weights = next(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+    weights.write_bytes(b"not a tensor file")
+    with pytest.raises(ModelUnavailableError, match="cannot load"):
+        TextScorer.load(TextOptions(backend="transformers", model_path=str(folder)))
+
+
 def test_unreadable_model_folder_is_model_unavailable(tmp_path):
     (tmp_path / "config.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ModelUnavailableError):
@@ -405,6 +412,8 @@ def test_unreadable_model_folder_is_model_unavailable(tmp_path):
         ({0: "negative", 1: "neutral", 2: "positive"}, (-1.0, 0.0, 1.0)),
         ({0: "pos", 1: "neg"}, (1.0, -1.0)),
         ({0: "1 star", 1: "2 stars", 2: "3 stars", 3: "4 stars", 4: "5 stars"}, (-1.0, -0.5, 0.0, 0.5, 1.0)),
+        ({0: "very negative", 1: "negative", 2: "neutral", 3: "positive", 4: "very positive"},
+         (-1.0, -0.5, 0.0, 0.5, 1.0)),
         ({0: "LABEL_0", 1: "LABEL_1"}, (-1.0, 1.0)),
         ({0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}, (-1.0, 0.0, 1.0)),
     ],
@@ -422,15 +431,15 @@ def test_unknown_model_labels_are_refused():
 
 
 @pytest.mark.real_data
-def test_hotel_reviews_negative_vs_rest_beats_chance_clearly(scorer):
-    m = measure_text_file(scorer, _data_dir() / "text" / "chnsenticorp_hotel_zh.csv", every=20)
+def test_hotel_reviews_negative_vs_rest_beats_chance_clearly(scorer, text_dir):
+    m = measure_text_file(scorer, text_dir / "chnsenticorp_hotel_zh.csv", every=20)
     assert m.n_negative > 50
     assert m.uar > 0.78, m
 
 
 @pytest.mark.real_data
-def test_english_complaints_negative_vs_rest_beats_chance(scorer):
-    m = measure_text_file(scorer, _data_dir() / "text" / "complaints_en.csv", every=10)
+def test_english_complaints_negative_vs_rest_beats_chance(scorer, text_dir):
+    m = measure_text_file(scorer, text_dir / "complaints_en.csv", every=10)
     assert m.n_negative > 50
     assert m.uar > 0.6, m
 

@@ -11,7 +11,9 @@ Design (every choice is an option of :class:`CallBuildOptions`):
 * The agent (channel ``agent_channel``, default 0) speaks only neutral clips: a greeting, then one turn
   after every caller turn. The caller (the other channel) speaks ``neutral_turns`` neutral turns, then
   ``angry_turns`` angry turns of ``clips_per_angry_turn`` clips each (an agitated caller talks longer);
-  calm calls have ``calm_turns`` neutral caller turns and no angry one.
+  calm calls have ``calm_turns`` caller turns and no angry one, cycling through ``calm_emotions``
+  (default neutral only; ``("neutral", "happy")`` makes a harder set with lively but not agitated
+  callers, the usual source of false alarms on arousal).
 * Turns are separated by a random silence in ``gap_s`` (seeded), clips within a turn by
   ``intra_turn_gap_s``; the call opens with ``lead_in_s`` of silence and closes with ``tail_s``.
   Both channels carry a faint white-noise floor (``noise_dbfs``), as real lines do, so no stage sees
@@ -64,6 +66,7 @@ class CallBuildOptions:
     angry_turns: int = 4
     clips_per_angry_turn: int = 2
     calm_turns: int = 7
+    calm_emotions: tuple[str, ...] = ("neutral",)
     gap_s: tuple[float, float] = (0.4, 1.2)
     intra_turn_gap_s: float = 0.25
     lead_in_s: float = 1.0
@@ -78,6 +81,8 @@ class CallBuildOptions:
             raise ValueError("agent_channel must be 0 or 1")
         if min(self.neutral_turns, self.calm_turns) < 1 or self.angry_turns < 1 or self.clips_per_angry_turn < 1:
             raise ValueError("every call needs at least one turn of each kind it uses")
+        if not self.calm_emotions or "angry" in self.calm_emotions:
+            raise ValueError("calm_emotions must name at least one emotion, and not angry")
         if not 0.0 <= self.gap_s[0] <= self.gap_s[1]:
             raise ValueError("gap_s must be (low, high) with 0 <= low <= high")
 
@@ -168,7 +173,8 @@ def plan_calls(clips: Sequence[Clip], options: CallBuildOptions) -> list[CallPla
         kind = "escalating" if i < n_escalating else "calm"
         turns = [Turn("agent", "neutral", (draw.take(agent, "neutral"),))]
         caller_turns = ([("neutral", 1)] * options.neutral_turns + [("angry", options.clips_per_angry_turn)]
-                        * options.angry_turns) if kind == "escalating" else [("neutral", 1)] * options.calm_turns
+                        * options.angry_turns) if kind == "escalating" else \
+            [(options.calm_emotions[k % len(options.calm_emotions)], 1) for k in range(options.calm_turns)]
         for emotion, n in caller_turns:
             turns.append(Turn("caller", emotion, tuple(draw.take(caller, emotion) for _ in range(n))))
             turns.append(Turn("agent", "neutral", (draw.take(agent, "neutral"),)))
@@ -222,7 +228,7 @@ def build_calls(options: CallBuildOptions, *, progress: Callable[[str], None] = 
     """Plan, render and write every call and the manifest; returns the manifest's path."""
     source = Path(options.source_manifest) if options.source_manifest else default_data_dir() / "emodb" / "manifest.csv"
     out = Path(options.out) if options.out else repo_root() / "eval" / "calls"
-    clips = [c for c in read_clips(source) if c.emotion in ("neutral", "angry")]
+    clips = [c for c in read_clips(source) if c.emotion in ("neutral", "angry", *options.calm_emotions)]
     plans = plan_calls(clips, options)
     cache: dict[str, np.ndarray] = {}
     sr_seen: set[int] = set()

@@ -232,9 +232,15 @@ class CallManager:
                 events = await loop.run_in_executor(self.executor, call.session.finish)
             self._dispatch(call, events)
         except Exception as exc:  # the engine failed: the call must still end visibly, with what we have
-            log.exception("call %s: the engine failed (%s); the call is closed without a result", call.call_id,
-                          exc, extra={"call_id": call.call_id})
+            log.exception("call %s: the engine failed (%s); closing the call with its result so far",
+                          call.call_id, exc, extra={"call_id": call.call_id})
             call.errors.append({"stage": "live", "t_s": call.fed_samples / sr, "message": str(exc)})
+            salvage = getattr(call.session, "result", None)
+            if call.result is None and callable(salvage):
+                try:
+                    call.result = dict(await loop.run_in_executor(self.executor, salvage))
+                except Exception:
+                    log.exception("call %s: no result could be saved", call.call_id, extra={"call_id": call.call_id})
         finally:
             call.state = "ended"
             self.live.pop(call.call_id, None)

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PipelineError
 from .calls import CallManager, LiveCall, default_call_info
 from .feed import FeedHub, sse_event
 from .ingest import SERVICE_KEY, AudioSocketServer, audio_fork_handler, twilio_handler
@@ -197,11 +197,24 @@ class LiveService:
 
     # --- events out ----------------------------------------------------------------------------
 
-    def _on_alert(self, call: LiveCall, alert: dict) -> None:
+    def _on_alert(self, call: LiveCall, alert: dict, *, attempt: int = 0) -> None:
         # Durable first, then the feed and the webhooks: a crash after this line loses nothing.
-        recorded = self.alerts.record(alert)
+        try:
+            recorded = self.alerts.record(alert)
+        except (sqlite3.Error, PipelineError) as exc:
+            # The database is failing: the supervisor still hears now, and recording is retried (the
+            # webhooks go out once it is recorded) rather than the alert being lost with the error.
+            delay = min(2.0 ** attempt, 30.0)
+            log.error("alert %s could not be recorded (%s); retrying in %.0f s", alert["id"], exc, delay,
+                      extra={"call_id": call.call_id})
+            if attempt == 0:
+                self.hub.publish_alert({**alert, "seq": None, "created_at": None})
+            asyncio.get_running_loop().call_later(delay, lambda: self._on_alert(call, alert, attempt=attempt + 1))
+            return
         if recorded is None:
             return
+        if attempt > 0:
+            log.info("alert %s recorded after %d retries", alert["id"], attempt, extra={"call_id": call.call_id})
         self.hub.publish_alert(recorded)
         self.sender.wake.set()
         if call.notify is not None:

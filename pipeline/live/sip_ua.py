@@ -148,6 +148,9 @@ class SipUserAgent(asyncio.DatagramProtocol):
         cseq, _ = msg.cseq
         dialog = self.dialogs.get(call_id)
         if dialog is not None:
+            if not dialog.answer:
+                self._send(response_to(msg, 100), addr)  # still opening its RTP ports
+                return
             # A retransmission or a re-INVITE: same answer, same ports.
             self._send(response_to(msg, 200, to_tag=dialog.to_tag, extra=self._contact(),
                                    body=dialog.answer, content_type="application/sdp"), addr)

@@ -254,3 +254,62 @@ def test_an_audio_fork_hears_its_own_alerts_as_json_text_frames():
     message = run_live(scenario)
     assert message["type"] == "callpulse.alert" and message["data"]["call_id"] == "talkback"
     assert message["data"]["action"] == "supervisor_takeover"
+
+
+def test_a_database_error_delays_recording_an_alert_but_the_feed_hears_it_at_once():
+    import sqlite3
+
+    async def scenario(r):
+        real_record, failures = r.service.alerts.record, []
+
+        def flaky(alert):
+            if len(failures) < 2:
+                failures.append(alert["id"])
+                raise sqlite3.OperationalError("database is locked")
+            return real_record(alert)
+
+        r.service.alerts.record = flaky
+        feed = asyncio.create_task(read_feed(f"{r.bound.http}/api/feed",
+                                             until=lambda evs: sum(k == "alert" for k, _ in evs) >= 2))
+        await asyncio.sleep(0.2)
+        await replay(sample_call("dbfail", 5), fmt="audio-fork", to=f"{r.bound.ws}/tap/audio-fork", token=TOKEN, speed=0)
+        events = await feed
+        async with aiohttp.ClientSession(headers=AUTH) as http:
+            for _ in range(100):
+                listed = await (await http.get(f"{r.bound.http}/api/alerts")).json()
+                if listed:
+                    break
+                await asyncio.sleep(0.1)
+        return failures, events, listed
+
+    failures, events, listed = run_live(scenario)
+    alerts = [e for k, e in events if k == "alert"]
+    assert failures == ["dbfail-a1", "dbfail-a1"]
+    assert alerts[0]["id"] == "dbfail-a1" and alerts[0]["seq"] is None, "heard before it was recorded"
+    assert alerts[1]["seq"] == 1 and [a["id"] for a in listed] == ["dbfail-a1"]
+
+
+def test_an_engine_that_raises_ends_the_call_with_its_result_so_far_and_other_calls_go_on():
+    async def scenario(r):
+        original = r.engine.open_call
+
+        def open_call(info):
+            session = original(info)
+            if info.call_id == "boom":
+                def feed(block, _feed=session.feed):
+                    if session.samples >= 8000:
+                        raise RuntimeError("kernel exploded")
+                    return _feed(block)
+                session.feed = feed
+            return session
+
+        r.engine.open_call = open_call
+        await asyncio.gather(
+            replay(sample_call("boom", 4), fmt="audio-fork", to=f"{r.bound.ws}/tap/audio-fork", token=TOKEN, speed=4),
+            replay(sample_call("fine", 4), fmt="audio-fork", to=f"{r.bound.ws}/tap/audio-fork", token=TOKEN, speed=4))
+        return (await wait_for_result(r.bound.http, "boom", token=TOKEN, timeout_s=10),
+                await wait_for_result(r.bound.http, "fine", token=TOKEN, timeout_s=10))
+
+    boom, fine = run_live(scenario)
+    assert boom["errors"][0]["message"] == "kernel exploded" and boom["result"]["duration_s"] >= 1.0
+    assert fine["errors"] == [] and fine["result"]["duration_s"] == pytest.approx(4.0)
