@@ -13,10 +13,8 @@ each call owns an :class:`EmotionBaseline`.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path

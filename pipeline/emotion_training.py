@@ -1,21 +1,25 @@
 """Training and speaker-independent evaluation of the acoustic emotion head (``scripts/train_emotion.py``).
 
-Protocol: EmoDB (10 speakers, German, acted, CC0), leave-one-speaker-out (LOSO) cross-validation for
-every choice. Each clip is seen twice: as recorded (16 kHz) and as telephone audio (resampled to 8 kHz,
-G.711 mu-law encoded and decoded). Both versions of the training speakers train the head; the held-out
-speaker is scored at each rate separately.
+Data: EmoDB (10 speakers, German, acted, CC0), the four classes the product uses. Each clip is scored in
+three conditions: as recorded (16 kHz), as telephone audio (8 kHz, G.711 mu-law coded and decoded), and
+as telephone audio through a handset the model never saw (per-speaker gain and spectral tilt). The
+heads train on the first two.
 
-Two heads are trained on the same features:
+Two logistic heads share the prosody feature vector (``pipeline.prosody``):
 
-* ``global``: features standardised with the training set's statistics; used when no speaker baseline
-  is ready. Absolute level (``energy_db``) is left out because telephone gain varies from call to call.
-* ``relative``: features minus the speaker's own baseline mean, divided by the pooled within-speaker
-  spread; used once the speaker's baseline is ready. In evaluation the baseline of a clip is the mean
-  of the *other* clips of the same speaker at the same rate (their audio only, never their labels).
+* ``global``: features standardised with the training population's statistics; used until a speaker
+  baseline is ready, and the judge of what "looks calm". The absolute level (``energy_db``) is left out
+  because telephone gain varies from call to call.
+* ``relative``: features minus the speaker's baseline, divided by the pooled within-speaker spread.
+  A baseline is the mean of the speaker's *calm-looking* speech, exactly as the live engine forms it
+  (``EmotionBaseline`` updated when ``EmotionModel.looks_calm``); in evaluation, the held-out speaker's
+  baseline is their other clips that the global head calls calm (their audio only, never their labels).
 
-The head is multinomial logistic regression (numpy + scipy L-BFGS, zero initialisation: deterministic)
-with class-balanced weights, so the rarest class counts as much as the commonest and the model cannot
-score well by collapsing to one class. Probabilities are calibrated by temperature scaling.
+Every choice is made by speaker-independent cross-validation: leave-one-speaker-out (LOSO) and
+cross-gender (train on the women, test on the men, and back: a stand-in for unseen speakers). The head
+is multinomial logistic regression (numpy + scipy L-BFGS from zeros: deterministic, no random draws)
+with class-balanced weights, so the model cannot score well by collapsing onto one class; its
+probabilities are calibrated by temperature scaling on out-of-fold logits.
 """
 from __future__ import annotations
 
@@ -75,7 +79,6 @@ class TrainOptions:
     cache_dir: Path
     feature_set: str = "auto"           # "auto" = the LOSO winner, or one of FEATURE_SETS
     l2: float = -1.0                    # < 0: chosen by LOSO among L2_GRID
-    seed: int = 0
 
 
 L2_GRID = (1.0, 3.0, 10.0, 30.0)
@@ -622,11 +625,13 @@ def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None 
     _, res_r_all, _ = run(f"{choice_r} | train baseline {kind_r} | l2={l2_r:g} | TEST baseline all clips",
                           spec_r, l2_r, calm_kind=kind_r, test_all=True)
 
+    def raw_ece(logits: Mapping[str, np.ndarray]) -> dict[str, float]:
+        return {c: expected_calibration_error(softmax(logits[c]), y) for c in CONDITIONS}
+
     details = {
-        "global": {"choice": f"global | {fs_g}", "l2": l2_g, **res_g,
-                   "uncalibrated_ece": {c: expected_calibration_error(softmax(logits_g[c]), y) for c in CONDITIONS}},
+        "global": {"choice": f"global | {fs_g}", "l2": l2_g, **res_g, "uncalibrated_ece": raw_ece(logits_g)},
         "relative": {"choice": choice_r, "l2": l2_r, "train_baseline": kind_r, **res_r,
-                     "uncalibrated_ece": {c: expected_calibration_error(softmax(logits_r[c]), y) for c in CONDITIONS}},
+                     "uncalibrated_ece": raw_ece(logits_r)},
         "relative_all_clips_baseline": res_r_all,
         "calm_looking_share": {c: float(calm_pred[c].mean()) for c in CONDITIONS},
     }
@@ -648,9 +653,10 @@ def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None 
         "relative": {c: scores_summary(loso_temperature(lr_w[c], yw, windows.speakers), yw, windows.speakers)
                      for c in CONDITIONS},
     }
+    win = details["windows"]
     progress(f"live-sized windows ({len(yw)} x {LIVE_WINDOW_S:g} s), 4-class UAR: global "
-             + "  ".join(f"{details['windows']['global'][c]['uar_4class']:.3f}" for c in CONDITIONS)
-             + "   relative " + "  ".join(f"{details['windows']['relative'][c]['uar_4class']:.3f}" for c in CONDITIONS))
+             + "  ".join(f"{win['global'][c]['uar_4class']:.3f}" for c in CONDITIONS)
+             + "   relative " + "  ".join(f"{win['relative'][c]['uar_4class']:.3f}" for c in CONDITIONS))
 
     # 3. Final heads: every speaker, both training conditions; temperature from the LOSO logits.
     heads = {
@@ -659,7 +665,7 @@ def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None 
     }
     train_s = time.perf_counter() - t_start
     meta = write_model(options.out_dir, heads=heads, prosody=prosody, details=details,
-                       comparison=comparison, corpus=corpus, seed=options.seed)
+                       comparison=comparison, corpus=corpus)
     # Timings vary from run to run, so they are reported, not written into the model files.
     return {**meta, "train_s": train_s, "feature_extraction_s": corpus.extract_s}
 
@@ -682,8 +688,8 @@ def _final_head(corpus: Corpus, spec: HeadSpec, l2: float, calm: Mapping[str, np
 
 
 def write_model(out_dir: Path, *, heads: Mapping[str, Head], prosody: ProsodyOptions, details: dict,
-                comparison: dict, corpus: Corpus, seed: int) -> dict:
-    """Write the weights (safetensors) and model.json; both depend only on data, code and seed."""
+                comparison: dict, corpus: Corpus) -> dict:
+    """Write the weights (safetensors) and model.json; both depend only on the data and the code."""
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     for head_name, head in heads.items():
@@ -703,7 +709,6 @@ def write_model(out_dir: Path, *, heads: Mapping[str, Head], prosody: ProsodyOpt
         "trained_on": {"corpus": "EmoDB (CC0-1.0)", "clips": len(corpus.files),
                        "speakers": sorted(set(corpus.speakers.tolist())),
                        "conditions": list(TRAIN_CONDITIONS)},
-        "seed": seed,
         "loso": _round(details),
         "comparison": _round(comparison),
     }
@@ -872,7 +877,8 @@ def compare_encoder(options: TrainOptions, *, model_path: Path, prosody: Prosody
         "encoder_ms_per_audio_s": rtf * 1000.0,
         "note": "unpadded clip-length encoder input; mean+std pooling over all encoder frames",
         "best": {name: {"l2": l2, "score": score,
-                         **{c: {m: r[c][m] for m in _HEADLINE} | {"cross_gender_uar_4class": r[c]["cross_gender"]["uar_4class"]}
+                         **{c: {**{m: r[c][m] for m in _HEADLINE},
+                                "cross_gender_uar_4class": r[c]["cross_gender"]["uar_4class"]}
                             for c in CONDITIONS}}
                  for name, (score, l2, r) in best.items()},
         "all": comparison,

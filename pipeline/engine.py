@@ -120,8 +120,10 @@ class Engine:
     def emotion_source(self) -> str:
         return getattr(self.emotion, "model_id", None) and f"model:{self.emotion.model_id}" or "prosody-rules"
 
-    def open_call(self, info: CallInfo) -> "CallSession":
-        return CallSession(self, info)
+    def open_call(self, info: CallInfo, *, defer_asr: bool = False) -> "CallSession":
+        """A new call's state. ``defer_asr`` (live): transcription windows are handed out as jobs
+        (``take_asr_jobs``) instead of running inside ``feed``, so acoustic alerts never wait for ASR."""
+        return CallSession(self, info, defer_asr=defer_asr)
 
 
 # --- per-call state ------------------------------------------------------------------------------
@@ -207,10 +209,25 @@ def _rules_emotion(z: Mapping[str, float]) -> dict:
     return {"label": label, "scores": scores, "arousal": arousal, "valence": -anger, "source": "prosody-rules"}
 
 
+@dataclass(frozen=True)
+class AsrJob:
+    """One packed Whisper window of one call, runnable on any thread (the model is shared, stateless)."""
+
+    id: int
+    chunks: tuple[AsrChunk, ...]
+    indices: tuple[int, ...]
+    language: str | None
+    prior: Mapping[str, float]
+    queued_at_s: float  # call time when the window became due
+
+    def run(self, transcriber: Transcriber):
+        return transcriber.transcribe_window(list(self.chunks), language=self.language, prior=self.prior)
+
+
 class CallSession:
     """One call's state. Feed it audio blocks in order; never from two threads at once."""
 
-    def __init__(self, engine: Engine, info: CallInfo) -> None:
+    def __init__(self, engine: Engine, info: CallInfo, *, defer_asr: bool = False) -> None:
         self.engine = engine
         self.info = info
         cfg = engine.config
@@ -253,6 +270,10 @@ class CallSession:
         self._turn_queue: list = []
         self._language_prior: dict[str, float] = {}
         self._language_windows = 0
+        self.defer_asr = defer_asr and engine.transcriber is not None
+        self._job_counter = 0
+        self._jobs_open: dict[int, AsrJob] = {}
+        self._jobs_ready: list[AsrJob] = []
 
     # -- public ---------------------------------------------------------------------------------
     @property
@@ -294,6 +315,16 @@ class CallSession:
         if end_s - (self._next_tick - 1) > 0.25 or self._next_tick == 1:
             events.extend(self._tick(end_s))
         events.extend(self._run_asr(force=True))
+        self._jobs_ready = []
+        for job in sorted(self._jobs_open.values(), key=lambda j: j.id):
+            # windows still queued or running elsewhere at hang-up are transcribed here, once
+            t0 = time.perf_counter()
+            try:
+                window: Any = job.run(self.engine.transcriber)
+            except Exception as exc:  # noqa: BLE001
+                window = exc
+            self._stage_time["asr"] += time.perf_counter() - t0
+            events.extend(self.apply_asr(job, window, t_available=end_s))
         for ev in self._policy.close(end_s):
             events.append(self._record_alert(ev))
         events.extend(self._end_shift(end_s))
@@ -482,33 +513,56 @@ class CallSession:
         return events
 
     def _transcribe(self, batch: list, t_available: float) -> list:
-        t0 = time.perf_counter()
         chunks = []
         for _, chunk in batch:
             audio = chunk.audio
             if audio.size > self.config.asr.max_window_s * SAMPLE_RATE_HZ:
                 audio = audio[: int(self.config.asr.max_window_s * SAMPLE_RATE_HZ)]
             chunks.append(dataclasses.replace(chunk, audio=audio))
+        self._job_counter += 1
+        job = AsrJob(self._job_counter, tuple(chunks), tuple(idx for idx, _ in batch), self.info.language,
+                     dict(self._language_prior), t_available)
+        self._jobs_open[job.id] = job
+        if self.defer_asr:
+            self._jobs_ready.append(job)
+            return []
+        t0 = time.perf_counter()
         try:
-            window = self.engine.transcriber.transcribe_window(chunks, language=self.info.language,
-                                                               prior=self._language_prior)
-            results = window.events
-            for lang, p in window.language_probs.items():
-                n = self._language_windows
-                self._language_prior[lang] = (self._language_prior.get(lang, 0.0) * n + p) / (n + 1)
-            self._language_windows += 1
+            window: Any = job.run(self.engine.transcriber)
         except Exception as exc:  # noqa: BLE001 - ASR failing on one window must not end the call
-            self._stage_error("asr", t_available, exc)
-            return [StageError("asr", t_available, str(exc))]
-        finally:
-            self._stage_time["asr"] += time.perf_counter() - t0
-        by_start = {round(c.start_s, 3): idx for idx, c in batch}
+            window = exc
+        self._stage_time["asr"] += time.perf_counter() - t0
+        return self.apply_asr(job, window, t_available=t_available)
+
+    # -- deferred ASR (live) ----------------------------------------------------------------------
+    def take_asr_jobs(self) -> list["AsrJob"]:
+        """Windows due for transcription since the last call (``defer_asr`` sessions only).
+
+        Run ``job.run(engine.transcriber)`` anywhere (an ASR pool), then hand the outcome back with
+        :meth:`apply_asr` from the thread that feeds this session. Acoustic analysis never waits for it.
+        """
+        jobs, self._jobs_ready = self._jobs_ready, []
+        return jobs
+
+    def apply_asr(self, job: "AsrJob", window: Any, *, t_available: float | None = None) -> list:
+        """Apply a window's transcripts (or the exception it raised). Text cues count from the call time
+        at which they arrive. A job already applied (e.g. by ``finish``) is ignored."""
+        if self._jobs_open.pop(job.id, None) is None:
+            return []
+        t = self.time_s if t_available is None else t_available
+        if isinstance(window, BaseException):
+            self._stage_error("asr", t, window)
+            return [StageError("asr", t, str(window))]
+        for lang, p in window.language_probs.items():
+            n = self._language_windows
+            self._language_prior[lang] = (self._language_prior.get(lang, 0.0) * n + p) / (n + 1)
+        self._language_windows += 1
+        by_start = {round(c.start_s, 3): idx for idx, c in zip(job.indices, job.chunks)}
         events: list = []
-        for res in results:
+        for res in window.events:
             idx = by_start.get(round(res.start_s, 3))
-            if idx is None:
-                continue
-            events.append(self._on_text(idx, res, t_available))
+            if idx is not None:
+                events.append(self._on_text(idx, res, t))
         return events
 
     def _on_text(self, idx: int, res: TranscriptEvent, t_available: float) -> TranscriptEvent:

@@ -154,6 +154,7 @@ async def main() -> int:
     parser.add_argument("--asr-model", default="tiny.en", help="ASR model for the ASR-on runs")
     parser.add_argument("--calls-seconds", type=float, default=30.0, help="audio per call in the concurrency runs")
     parser.add_argument("--max-calls", type=int, default=32)
+    parser.add_argument("--start-calls", type=int, default=1, help="first N tried (then doubled)")
     parser.add_argument("--max-lag-s", type=float, default=3.0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
@@ -180,7 +181,7 @@ async def main() -> int:
             engine = Engine.load(load_config(overrides=overrides))
             label = f"ASR {'on (' + args.asr_model + ')' if asr_on else 'off'}"
             print(f"concurrent real-time calls, {label}, {args.calls_seconds:.0f} s each:", flush=True)
-            n, best, rows = 1, 0, []
+            n, best, rows = args.start_calls, 0, []
             while n <= args.max_calls:
                 row = await concurrent(engine, wav, n_calls=n, seconds=args.calls_seconds, max_lag_s=args.max_lag_s,
                                        workers=args.workers)

@@ -31,7 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=REPO / ".cache" / "emotion")
     ap.add_argument("--feature-set", default="auto", choices=("auto",) + FEATURE_SETS)
     ap.add_argument("--l2", type=float, default=-1.0, help="L2 penalty (default: chosen by LOSO)")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare-encoder", type=Path, metavar="CT2_WHISPER_DIR", default=None,
                     help="also compare Whisper-encoder features (a CTranslate2 Whisper model folder, e.g. "
                     "~/.cache/callpulse/whisper-base-ct2); writes encoder_comparison.json, the model is unchanged")
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     options = TrainOptions(data_dir=args.data or data_dir_default(), out_dir=args.out,
-                           cache_dir=args.cache, feature_set=args.feature_set, l2=args.l2, seed=args.seed)
+                           cache_dir=args.cache, feature_set=args.feature_set, l2=args.l2)
     if args.compare_encoder is not None:
         summary = compare_encoder(options, model_path=args.compare_encoder.expanduser())
         print("\nbest of each (LOSO / cross-gender 4-class UAR, 16k / 8k-mulaw / other handset):")
@@ -51,17 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     meta = evaluate_and_train(options)
     loso = meta["loso"]
     print(f"\nmodel {meta['id']} written to {args.out}")
-    for head in ("global", "relative", "relative_all_clips_baseline"):
-        for rate in CONDITIONS:
-            r = loso[head][rate]
-            print(f"  {head:28s} {rate:23s} UAR4 {r['uar_4class']:.3f}  angry/neutral {r['uar_angry_vs_neutral']:.3f}"
-                  f"  arousal {r['uar_high_vs_low_arousal']:.3f}  ECE {r['ece']:.3f}")
-    for head in ("global", "relative"):
-        for rate in CONDITIONS:
-            r = loso["windows"][head][rate]
-            print(f"  2 s windows {head:16s} {rate:23s} UAR4 {r['uar_4class']:.3f}  angry/neutral "
-                  f"{r['uar_angry_vs_neutral']:.3f}  arousal {r['uar_high_vs_low_arousal']:.3f}  ECE {r['ece']:.3f}")
-    print(f"training took {meta['train_s']:.1f} s (feature extraction {meta['feature_extraction_s']:.1f} s)")
+    rows = [(f"{head} {rate}", loso[head][rate])
+            for head in ("global", "relative", "relative_all_clips_baseline") for rate in CONDITIONS]
+    rows += [(f"2 s windows {head} {rate}", loso["windows"][head][rate])
+             for head in ("global", "relative") for rate in CONDITIONS]
+    for label, r in rows:
+        print(f"  {label:52s} UAR4 {r['uar_4class']:.3f}  angry/neutral {r['uar_angry_vs_neutral']:.3f}  "
+              f"arousal {r['uar_high_vs_low_arousal']:.3f}  ECE {r['ece']:.3f}")
+    print(f"training took {meta['train_s']:.1f} s (feature extraction, when not cached: "
+          f"{meta['feature_extraction_s']:.1f} s)")
     print("relative head, recall per class:",
           json.dumps({r: loso["relative"][r]["recall_per_class"] for r in CONDITIONS}))
     return 0

@@ -6,7 +6,10 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import os
 import socket
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -63,6 +66,25 @@ def test_the_shipped_model_loads_with_the_network_unavailable(monkeypatch):
     model = EmotionModel.load(EmotionOptions(), prosody=ProsodyOptions())
     scores = model.predict(np.zeros(len(model.vector_names)), baseline=None)
     assert scores.source == f"model:{model.model_id}/global"
+
+
+def test_the_shipped_model_scores_audio_in_a_process_without_any_network(tmp_path):
+    """For real: a fresh interpreter in a network namespace with no interfaces (unshare -n)."""
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -n is not available here (needs user namespaces or root)")
+    code = (
+        "import numpy as np, librosa\n"
+        "from pipeline.emotion import EmotionModel, EmotionOptions\n"
+        "m = EmotionModel.load(EmotionOptions())\n"
+        "s = m.predict_audio(librosa.tone(180, sr=8000, duration=1.0).astype('float32'), sr=8000)\n"
+        "print(s.source)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([unshare, "-n", sys.executable, "-c", code], cwd=SHIPPED.parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("model:emodb-")
 
 
 def test_the_shipped_model_is_small_safe_and_matches_its_recorded_checksum():

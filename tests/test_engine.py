@@ -181,3 +181,36 @@ def test_card_numbers_are_masked_in_results_and_logs(acoustic_engine, caplog):
     assert any(s["text"] for s in r["segments"])
     assert "4111 1111" not in caplog.text
     assert "4111" not in json.dumps([s["words"] for s in r["segments"]])
+
+
+@pytest.mark.slow
+def test_deferred_asr_lets_live_calls_hand_transcription_to_a_pool(engine, sample_results):
+    """Live mode: Whisper windows come out as jobs; applied late, the texts still land on their turns and
+    the acoustic alert does not move; jobs never applied are transcribed when the call finishes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    audio = load_audio(SAMPLES / "escalating_en.wav")
+    session = engine.open_call(CallInfo("deferred", audio.sample_rate_hz, audio.n_channels, 0), defer_asr=True)
+    pool = ThreadPoolExecutor(1)
+    running, events, kept_back = [], [], 0
+    step = audio.sample_rate_hz // 50
+    for i in range(0, audio.samples.shape[1], step):
+        events.extend(session.feed(audio.samples[:, i:i + step]))
+        for job in session.take_asr_jobs():
+            if job.id % 4 == 0:
+                kept_back += 1  # never applied here: finish() must transcribe it
+                continue
+            running.append((job, pool.submit(job.run, engine.transcriber)))
+        # apply what has finished, as the live worker does between feeds
+        for job, fut in [r for r in running if r[1].done()]:
+            running.remove((job, fut))
+            events.extend(session.apply_asr(job, fut.result()))
+    for job, fut in running:
+        events.extend(session.apply_asr(job, fut.result()))
+    events.extend(session.finish())
+    live = next(e.result for e in events if isinstance(e, CallEnded))
+    batch = sample_results["escalating_en"]
+    assert kept_back >= 1
+    assert [s["text"] for s in live["segments"]] == [s["text"] for s in batch["segments"]]
+    assert [a["raised_at_s"] for a in _takeovers(live)] == pytest.approx(
+        [a["raised_at_s"] for a in _takeovers(batch)], abs=2.0)

@@ -264,20 +264,16 @@ def test_evaluation_refuses_a_manifest_without_usable_labels(tmp_path):
                          cache_dir=tmp_path / "o" / "items", model=FakeEmotionModel(tmp_path))
 
 
-def _emotion_model_or_skip():
+def _shipped_emotion_model():
     from pipeline.emotion import EmotionModel, EmotionOptions
-    from pipeline.errors import ModelUnavailableError
 
-    try:
-        return EmotionModel.load(EmotionOptions())
-    except ModelUnavailableError as exc:
-        pytest.skip(f"no trained emotion model in models/emotion ({exc})")
+    return EmotionModel.load(EmotionOptions())  # committed in models/emotion: its absence is a failure
 
 
 def test_leave_one_speaker_out_never_learns_from_the_held_out_speaker():
     from pipeline.evaluate.emotion_folds import fold_models
 
-    model = _emotion_model_or_skip()
+    model = _shipped_emotion_model()
     rng = np.random.default_rng(0)
     n_per, speakers = 12, ["a", "b", "c", "d"]
     spk = [s for s in speakers for _ in range(n_per)]
@@ -297,7 +293,7 @@ def test_leave_one_speaker_out_never_learns_from_the_held_out_speaker():
 
 @pytest.mark.slow
 def test_real_model_on_emodb_is_scored_leave_one_speaker_out(data_dir, tmp_path):
-    model = _emotion_model_or_skip()
+    model = _shipped_emotion_model()
     res = evaluate_emotion(options=EmotionEvalOptions(manifest=str(data_dir / "emodb" / "manifest.csv"), limit=120),
                            config=None, run=QUIET, out=tmp_path, cache_dir=tmp_path / "items", model=model)
     m = res.metrics
@@ -454,6 +450,17 @@ def test_calm_calls_can_have_lively_callers_but_never_angry_ones(clip_corpus, tm
         CallBuildOptions(calm_emotions=("angry",))
 
 
+def test_emodb_calls_are_balanced_over_speakers_and_genders(data_dir):
+    clips = [c for c in read_clips(data_dir / "emodb" / "manifest.csv") if c.emotion in ("neutral", "angry")]
+    plans = plan_calls(clips, CallBuildOptions())
+    gender = {c.speaker: c.gender for c in clips}
+    assert len(plans) == 10 and sorted(p.caller for p in plans) == sorted(gender)
+    escalating = [gender[p.caller] for p in plans if p.kind == "escalating"]
+    calm = [gender[p.caller] for p in plans if p.kind == "calm"]
+    assert sorted(escalating) == ["female"] * 3 + ["male"] * 2
+    assert sorted(calm) == ["female"] * 2 + ["male"] * 3
+
+
 def test_built_calls_put_the_caller_on_the_other_channel_from_the_onset(clip_corpus, tmp_path):
     out = tmp_path / "calls"
     manifest = build_calls(CallBuildOptions(source_manifest=str(clip_corpus), out=str(out)), progress=lambda s: None)
@@ -489,6 +496,17 @@ def test_eval_config_holds_pipeline_options_and_the_suite(tmp_path):
     cfg.write_text('[evaluate]\nworkrs = 2\n')
     with pytest.raises(ConfigError, match="workrs"):
         load_eval_config(cfg)
+
+
+def test_every_evaluate_subcommand_parses_and_has_a_handler():
+    from pipeline.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["asr", "--no-direct"], ["emotion", "--telephone", "--speaker-baseline", "--protocol", "loso"],
+                 ["alerts", "--no-plots"], ["text", "--manifest", "a.csv", "--manifest", "b.csv"],
+                 ["all", "--workers", "2", "--limit", "5", "--cache", "c", "--no-resume"]):
+        args = parser.parse_args(["evaluate", *argv])
+        assert callable(args.func), argv
 
 
 def test_cli_text_writes_metrics_with_provenance_and_report(tmp_path, capsys):
@@ -549,3 +567,14 @@ def test_cli_all_runs_the_suite_and_reports_an_evaluation_that_cannot_run(tmp_pa
     assert metrics["evaluations"]["text"]["sets"]["t"]["n_items"] == 2
     assert "no-calls.csv" in metrics["evaluations"]["alerts"]["error"]
     assert (out / "text" / "predictions.csv").is_file() and (out / "report.html").is_file()
+
+
+def test_metrics_json_stays_valid_json_when_a_figure_is_undefined(tmp_path):
+    from pipeline.evaluate.report import EvalResult, write_metrics
+
+    path = write_metrics(tmp_path / "metrics.json", results=[EvalResult("x", {"uar": float("nan"),
+                                                                              "n": [1.0, float("inf")]})],
+                         run_provenance={"date_utc": "d"})
+    data = json.loads(path.read_text())  # strict parsers reject NaN
+    assert data["evaluations"]["x"]["uar"] is None and data["evaluations"]["x"]["n"] == [1.0, None]
+    assert "NaN" not in path.read_text()

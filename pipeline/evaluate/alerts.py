@@ -61,6 +61,10 @@ def analyze_call(item: Item, *, engine, config) -> dict[str, Any]:
     }
 
 
+def outcome_raises(alerts: list[dict]) -> list[float]:
+    return [float(a["raised_at_s"]) for a in alerts]
+
+
 def _row_payload(row, manifest: Path) -> dict[str, Any]:
     try:
         agent_channel = int(row.get("agent_channel")) if row.get("agent_channel") else None
@@ -102,10 +106,11 @@ def evaluate_alerts(*, options: AlertEvalOptions, config, run: RunOptions, out: 
         r = res.result
         takeovers = [a for a in r["alerts"] if a.get("action") == TAKEOVER]
         outcome = score_call(call_id=p["call_id"], duration_s=float(r["duration_s"]), onset_s=p["onset_s"],
-                             raised_at_s=[a["raised_at_s"] for a in takeovers])
+                             raised_at_s=outcome_raises(takeovers))
         outcomes.append((p["variant"], outcome))
-        first = next((a for a in takeovers if outcome.first_raised_at_s is not None
-                      and a["raised_at_s"] == outcome.first_raised_at_s), takeovers[0] if takeovers else None)
+        # The reasons shown are the detecting alert's, or, on a call without detection, the first false one's.
+        shown_at = outcome.first_raised_at_s if outcome.detected else min(outcome_raises(takeovers), default=None)
+        first = next((a for a in takeovers if a["raised_at_s"] == shown_at), None)
         calls.append({**outcome.as_dict(), "variant": p["variant"], "n_takeover": len(takeovers),
                       "n_recovery_break": sum(1 for a in r["alerts"] if a.get("action") == "recovery_break"),
                       "peak_agitation": r["summary"].get("peak_agitation"),

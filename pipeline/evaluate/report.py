@@ -94,6 +94,17 @@ def _json_default(value: Any) -> Any:
     return repr(value)
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null: metrics.json must stay valid JSON for any reader."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_metrics(path: Path, *, results: Sequence[EvalResult], run_provenance: Mapping[str, Any]) -> Path:
     payload = {
         "schema": "callpulse.eval/1",
@@ -102,7 +113,7 @@ def write_metrics(path: Path, *, results: Sequence[EvalResult], run_provenance: 
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, ensure_ascii=False, default=_json_default)
+        json.dump(_finite(payload), fh, indent=2, ensure_ascii=False, default=_json_default, allow_nan=False)
     return path
 
 

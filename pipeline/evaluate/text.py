@@ -157,7 +157,11 @@ def evaluate_text(*, options: TextEvalOptions, config, run: RunOptions, out: Pat
                                        images=(out / f"confusion_{manifest.stem}.png",)))
     report.write_csv(out / "predictions.csv", headers=["set", "row", "truth", "predicted", "score", "flags", "language"],
                      rows=all_rows)
-    return report.EvalResult(name="text", metrics={"sets": sets}, sections=sections, summary=summary)
+    models = {"text_scorer": repr(getattr(scorer, "options", None)),
+              "text_lexicons_sha1": folder_digest(models_root() / "text"),
+              "backends": sorted({b for f in sets.values() for b in f["backends"]})}
+    return report.EvalResult(name="text", metrics={"sets": sets, "models": models}, sections=sections,
+                             summary=summary)
 
 
 def confusion_from_dict(d: dict):

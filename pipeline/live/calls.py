@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -119,6 +119,14 @@ class CallManager:
         self.call_info = call_info
         self.live: dict[str, LiveCall] = {}
         self.recent: deque[LiveCall] = deque(maxlen=options.recent_calls)
+        # Whisper windows run in their own pool so a call's acoustic path never waits behind ASR; one
+        # thread by default because each transcription already uses [asr] cpu_threads cores.
+        self.transcriber = getattr(engine, "transcriber", None)
+        self.defer_asr = options.asr_mode == "deferred" and self.transcriber is not None
+        self.asr_executor = (ThreadPoolExecutor(max_workers=options.asr_workers, thread_name_prefix="callpulse-asr")
+                             if self.defer_asr else None)
+        self.asr_waiting = 0
+        self._asr_warned = 0.0
 
     # --- opening -----------------------------------------------------------------------------
 
@@ -134,7 +142,7 @@ class CallManager:
         info = self.call_info(call_id=meta.call_id, sample_rate_hz=sr, n_channels=len(roles),
                               agent_channel=0 if stereo else None, agent_id=meta.agent_id, source=meta.source,
                               started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        session = self.engine.open_call(info)
+        session = self.engine.open_call(info, defer_asr=True) if self.defer_asr else self.engine.open_call(info)
         aligner = Aligner(roles=roles, max_skew_samples=sr * self.options.max_skew_ms // 1000,
                           max_gap_samples=int(sr * self.options.rtp_max_gap_s))
         call = LiveCall(meta=meta, session=session, aligner=aligner, started_at=info.started_at,
@@ -226,6 +234,7 @@ class CallManager:
                         events = await loop.run_in_executor(self.executor, call.session.feed, floats)
                     call.fed_samples += n
                     self._dispatch(call, events)
+                    self._schedule_asr(call)
                 if call.state == "ending":
                     break
             async with call.lock:
@@ -250,6 +259,39 @@ class CallManager:
             finally:
                 call.done.set()
                 self.on_update("call", call.call_id, call.summary())
+
+    def _schedule_asr(self, call: LiveCall) -> None:
+        take = getattr(call.session, "take_asr_jobs", None)
+        if not self.defer_asr or take is None:
+            return
+        for job in take():
+            self.asr_waiting += 1
+            asyncio.get_running_loop().create_task(self._asr(call, job), name=f"asr-{call.call_id}-{job.id}")
+        now = time.monotonic()
+        if self.asr_waiting > 2 * max(1, len(self.live)) and now - self._asr_warned > 10:
+            # Policy when the machine falls behind: transcripts queue up (never dropped, never blocking
+            # audio or alerts); their text cues arrive late. Say so.
+            self._asr_warned = now
+            log.warning("%d transcription windows waiting for %d live calls: texts lag; acoustic alerts are "
+                        "unaffected (fewer calls, [asr] model tiny.en, or more live.asr_workers on more cores)",
+                        self.asr_waiting, len(self.live))
+
+    async def _asr(self, call: LiveCall, job: Any) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                window: Any = await loop.run_in_executor(self.asr_executor, job.run, self.transcriber)
+            except Exception as exc:  # handed to the session, which records a stage error for the call
+                window = exc
+        finally:
+            self.asr_waiting -= 1
+        if call.state == "ended":
+            return  # finish() transcribed it already
+        async with call.lock:
+            if call.state == "ended":
+                return
+            events = await loop.run_in_executor(self.executor, call.session.apply_asr, job, window)
+        self._dispatch(call, events)
 
     def _dispatch(self, call: LiveCall, events: list) -> None:
         for event in events:
@@ -297,6 +339,8 @@ class CallManager:
             self.end(call, reason=reason)
         if calls:
             await asyncio.wait([asyncio.ensure_future(c.done.wait()) for c in calls], timeout=timeout_s)
+        if self.asr_executor is not None:
+            self.asr_executor.shutdown(wait=False, cancel_futures=True)
 
 
 async def _maybe_await(value: Any) -> None:

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 
+from ..batch import add_common_options, config_from_args
 from ..config import load_config
 
 log = logging.getLogger("pipeline.live.cli")
@@ -17,7 +18,9 @@ log = logging.getLogger("pipeline.live.cli")
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="run the live service (taps, API, feed, dashboard)",
                                   description="Run the live service. Binds 127.0.0.1 by default.")
-    serve.add_argument("--config", help="TOML file overriding pipeline/callpulse.toml")
+    # The engine options batch takes too (one engine, one config); --agent-channel here says which
+    # channel of an audio-fork stereo stream is the agent.
+    add_common_options(serve)
     serve.add_argument("--host", help="address to bind (default [live] host)")
     serve.add_argument("--port", type=int, help="HTTP/WebSocket port (default [live] port; 0 = any free)")
     serve.add_argument("--sip-port", type=int, help="SIP UDP port (default [live] sip_port; -1 = no SIP)")
@@ -58,7 +61,11 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.audiosocket_port is not None:
         overrides["audiosocket_enabled"] = args.audiosocket_port >= 0
         overrides["audiosocket_port"] = max(args.audiosocket_port, 0)
-    config = load_config(args.config)
+    config = config_from_args(args)
+    if args.language and args.language != "auto":
+        config = config.replace("asr", language=args.language)
+    if args.agent_channel is not None:
+        overrides["audio_fork_stereo_roles"] = ("agent", "caller") if args.agent_channel == 0 else ("caller", "agent")
     if args.webhook:
         overrides["webhook_urls"] = tuple(config.live.webhook_urls) + tuple(args.webhook)
     if overrides:

@@ -20,6 +20,7 @@ class LiveOptions:
     sip_allow: tuple[str, ...] = ("127.0.0.1", "::1")
     audiosocket_allow: tuple[str, ...] = ("127.0.0.1", "::1")
     database: str = "callpulse-live.sqlite"
+    results_dir: str = ""
     max_calls: int = 64
     max_frame_bytes: int = 65536
     call_id_keys: tuple[str, ...] = ("callId", "call_id", "uuid", "callSid", "sessionId")
@@ -38,6 +39,8 @@ class LiveOptions:
     max_backlog_s: float = 30.0
     lag_warn_s: float = 3.0
     workers: int = 2
+    asr_mode: str = "deferred"
+    asr_workers: int = 1
     recent_calls: int = 50
     transcript_tail: int = 6
     feed_queue: int = 512
@@ -63,6 +66,10 @@ class LiveOptions:
             raise ValueError("live.max_frame_bytes must be at least 1024")
         if self.workers < 1 or self.max_calls < 1:
             raise ValueError("live.workers and live.max_calls must be at least 1")
+        if self.asr_mode not in ("deferred", "inline"):
+            raise ValueError(f"live.asr_mode must be 'deferred' or 'inline', got {self.asr_mode!r}")
+        if self.asr_workers < 1:
+            raise ValueError("live.asr_workers must be at least 1")
         if self.jitter_buffer_ms < 0 or self.max_skew_ms < 20:
             raise ValueError("live.jitter_buffer_ms must be >= 0 and live.max_skew_ms >= 20")
         for state in self.webhook_states:

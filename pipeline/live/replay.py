@@ -194,66 +194,106 @@ def _parse_sip_uri(uri: str) -> tuple[str, str, int]:
     return user or "analyze", host, int(port or 5060)
 
 
-async def replay_sip(call: ReplayCall, uri: str, *, recording: bool, speed: float, timeout_s: float = 10.0) -> None:
-    user, host, port = _parse_sip_uri(uri)
-    agent, caller = call.at_rate(8000)
-    loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    transport, proto = await loop.create_datagram_endpoint(_SipClient, local_addr=(host, 0), family=family)
-    local_port = transport.get_extra_info("sockname")[1]
-    rtp_sock = [socket.socket(family, socket.SOCK_DGRAM) for _ in range(2 if recording else 1)]
-    for s in rtp_sock:
-        s.bind((host, 0))
-    branch = lambda: "z9hG4bK" + secrets.token_hex(8)  # noqa: E731
-    tag = secrets.token_hex(4)
-    sip_call_id = call.call_id  # the service takes the Call-ID as the call id
-    ports = [s.getsockname()[1] for s in rtp_sock]
-    sdp_lines = ["v=0", f"o=replay 1 1 IN IP4 {host}", "s=callpulse replay", f"c=IN IP4 {host}", "t=0 0"]
-    labels = ["1", "2"]
-    for i, p in enumerate(ports):
-        sdp_lines += [f"m=audio {p} RTP/AVP 0 8", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000", "a=ptime:20",
-                      "a=sendonly"]
-        if recording:
-            sdp_lines.append(f"a=label:{labels[i]}")
-    sdp = ("\r\n".join(sdp_lines) + "\r\n").encode()
-    headers = [("via", f"SIP/2.0/UDP {host}:{local_port};branch={branch()};rport"),
-               ("max-forwards", "70"), ("from", f"<sip:replay@{host}>;tag={tag}"), ("to", f"<sip:{user}@{host}>"),
-               ("call-id", sip_call_id), ("cseq", "1 INVITE"), ("contact", f"<sip:replay@{host}:{local_port}>")]
-    if call.agent_id:
-        headers.append(("x-agent-id", call.agent_id))
-    if recording:
+class SipDialogClient:
+    """One outgoing SIP call (plain, or SIPREC with ``recording``) offering ``sendonly`` G.711 streams.
+
+    ``open()`` does INVITE / 200 OK / ACK and returns where each offered stream's RTP must go
+    (``(address, port, payload type)``, None for a refused stream); whoever holds the dialog sends the
+    audio (``replay_sip`` does, a test can hand the target to ffmpeg); ``close()`` sends BYE.
+    """
+
+    def __init__(self, uri: str, *, call_id: str, agent_id: str | None, recording: bool,
+                 timeout_s: float = 10.0) -> None:
+        self.user, self.host, self.port = _parse_sip_uri(uri)
+        self.call_id, self.agent_id, self.recording, self.timeout_s = call_id, agent_id, recording, timeout_s
+        self.family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self.rtp_sockets = [socket.socket(self.family, socket.SOCK_DGRAM) for _ in range(2 if recording else 1)]
+        for sock in self.rtp_sockets:
+            sock.bind((self.host, 0))
+        self.tag = secrets.token_hex(4)
+        self.transport = None
+        self.proto: _SipClient | None = None
+        self.to_header = ""
+
+    def _branch(self) -> str:
+        return "z9hG4bK" + secrets.token_hex(8)
+
+    def _headers(self, cseq: str, to: str) -> list[tuple[str, str]]:
+        local_port = self.transport.get_extra_info("sockname")[1]
+        return [("via", f"SIP/2.0/UDP {self.host}:{local_port};branch={self._branch()};rport"),
+                ("max-forwards", "70"), ("from", f"<sip:replay@{self.host}>;tag={self.tag}"), ("to", to),
+                ("call-id", self.call_id), ("cseq", cseq)]
+
+    def _offer(self) -> tuple[bytes, list[tuple[str, str]]]:
+        host = self.host
+        sdp_lines = ["v=0", f"o=replay 1 1 IN IP4 {host}", "s=callpulse replay", f"c=IN IP4 {host}", "t=0 0"]
+        for i, sock in enumerate(self.rtp_sockets):
+            sdp_lines += [f"m=audio {sock.getsockname()[1]} RTP/AVP 0 8", "a=rtpmap:0 PCMU/8000",
+                          "a=rtpmap:8 PCMA/8000", "a=ptime:20", "a=sendonly"]
+            if self.recording:
+                sdp_lines.append(f"a=label:{i + 1}")
+        sdp = ("\r\n".join(sdp_lines) + "\r\n").encode()
+        if not self.recording:
+            return sdp, [("content-type", "application/sdp")]
         boundary = "callpulse-" + secrets.token_hex(6)
         meta = siprec.build_metadata(session_id=secrets.token_hex(8), caller_aor=f"sip:caller@{host}",
-                                     agent_aor=f"sip:agent-{call.agent_id or 'unknown'}@{host}",
+                                     agent_aor=f"sip:agent-{self.agent_id or 'unknown'}@{host}",
                                      caller_label="1", agent_label="2")
         body = (f"--{boundary}\r\nContent-Type: application/sdp\r\n\r\n".encode() + sdp +
                 f"\r\n--{boundary}\r\nContent-Type: application/rs-metadata+xml\r\n"
                 f"Content-Disposition: recording-session\r\n\r\n".encode() + meta + f"\r\n--{boundary}--\r\n".encode())
-        headers += [("require", "siprec"), ("content-type", f"multipart/mixed;boundary={boundary}")]
-    else:
-        body = sdp
-        headers.append(("content-type", "application/sdp"))
-    invite = SipMessage("INVITE", f"sip:{user}@{host}:{port}", None, None, headers, body)
-    try:
-        answer = await _transact(transport, proto, invite, (host, port), timeout_s=timeout_s)
+        return body, [("require", "siprec"), ("content-type", f"multipart/mixed;boundary={boundary}")]
+
+    async def open(self) -> list[tuple[str, int, int] | None]:
+        loop = asyncio.get_running_loop()
+        self.transport, self.proto = await loop.create_datagram_endpoint(
+            _SipClient, local_addr=(self.host, 0), family=self.family)
+        local_port = self.transport.get_extra_info("sockname")[1]
+        body, extra = self._offer()
+        headers = self._headers("1 INVITE", f"<sip:{self.user}@{self.host}>")
+        headers.append(("contact", f"<sip:replay@{self.host}:{local_port}>"))
+        if self.agent_id:
+            headers.append(("x-agent-id", self.agent_id))
+        headers += extra
+        target = f"sip:{self.user}@{self.host}:{self.port}"
+        answer = await _transact(self.transport, self.proto, SipMessage("INVITE", target, None, None, headers, body),
+                                 (self.host, self.port), timeout_s=self.timeout_s)
         if answer.status != 200:
             raise TapProtocolError(f"the SIP peer answered {answer.status} {answer.reason}: "
                                    f"{answer.get('warning') or ''}")
-        to_header = answer.get("to") or ""
-        ack_headers = [("via", f"SIP/2.0/UDP {host}:{local_port};branch={branch()};rport"), ("max-forwards", "70"),
-                       ("from", f"<sip:replay@{host}>;tag={tag}"), ("to", to_header), ("call-id", sip_call_id),
-                       ("cseq", "1 ACK")]
-        transport.sendto(SipMessage("ACK", f"sip:{user}@{host}:{port}", None, None, ack_headers).to_bytes(),
-                         (host, port))
-        media = [m for m in parse_sdp(answer.body).media]
-        targets = []
-        for m in media[:len(rtp_sock)]:
-            targets.append(None if m.port == 0 or not m.payload_types else (m.address or host, m.port, m.payload_types[0]))
-        streams = [caller, agent][:len(rtp_sock)]
-        ssrcs = [secrets.randbits(32) for _ in rtp_sock]
+        self.to_header = answer.get("to") or ""
+        self.transport.sendto(SipMessage("ACK", target, None, None, self._headers("1 ACK", self.to_header)).to_bytes(),
+                              (self.host, self.port))
+        media = parse_sdp(answer.body).media[:len(self.rtp_sockets)]
+        return [None if m.port == 0 or not m.payload_types else (m.address or self.host, m.port, m.payload_types[0])
+                for m in media]
+
+    async def close(self) -> None:
+        try:
+            if self.transport is not None and self.to_header:
+                target = f"sip:{self.user}@{self.host}:{self.port}"
+                await _transact(self.transport, self.proto,
+                                SipMessage("BYE", target, None, None, self._headers("2 BYE", self.to_header)),
+                                (self.host, self.port), timeout_s=self.timeout_s)
+        finally:
+            if self.transport is not None:
+                self.transport.close()
+            for sock in self.rtp_sockets:
+                sock.close()
+
+
+async def replay_sip(call: ReplayCall, uri: str, *, recording: bool, speed: float, timeout_s: float = 10.0) -> None:
+    agent, caller = call.at_rate(8000)
+    # The service takes the Call-ID as the call id. A plain call carries the caller; SIPREC both parties.
+    dialog = SipDialogClient(uri, call_id=call.call_id, agent_id=call.agent_id, recording=recording,
+                             timeout_s=timeout_s)
+    try:
+        targets = await dialog.open()
+        streams = [caller, agent][:len(targets)]
+        ssrcs = [secrets.randbits(32) for _ in targets]
+        seq0 = [secrets.randbits(16) for _ in targets]
+        ts0 = [secrets.randbits(32) for _ in targets]
         pacer = Pacer(speed if speed > 0 else 20.0)
-        seq0 = [secrets.randbits(16) for _ in rtp_sock]
-        ts0 = [secrets.randbits(32) for _ in rtp_sock]
         for i, a, b in _frames(caller.size, 160):
             await pacer.wait(i)
             for k, target in enumerate(targets):
@@ -262,16 +302,9 @@ async def replay_sip(call: ReplayCall, uri: str, *, recording: bool, speed: floa
                 addr, rport, pt = target
                 packet = build_rtp(payload_type=pt, sequence=seq0[k] + i, timestamp=ts0[k] + 160 * i,
                                    ssrc=ssrcs[k], payload=ENCODERS[pt](streams[k][a:b]), marker=i == 0)
-                rtp_sock[k].sendto(packet, (addr, rport))
-        bye_headers = [("via", f"SIP/2.0/UDP {host}:{local_port};branch={branch()};rport"), ("max-forwards", "70"),
-                       ("from", f"<sip:replay@{host}>;tag={tag}"), ("to", to_header), ("call-id", sip_call_id),
-                       ("cseq", "2 BYE")]
-        await _transact(transport, proto, SipMessage("BYE", f"sip:{user}@{host}:{port}", None, None, bye_headers),
-                        (host, port), timeout_s=timeout_s)
+                dialog.rtp_sockets[k].sendto(packet, (addr, rport))
     finally:
-        transport.close()
-        for s in rtp_sock:
-            s.close()
+        await dialog.close()
 
 
 async def _transact(transport, proto: _SipClient, request: SipMessage, addr, *, timeout_s: float) -> SipMessage:

@@ -223,12 +223,15 @@ class LiveService:
                     recorded["state"], call.call_id, recorded["level"], ", ".join(recorded["reasons"]),
                     extra={"call_id": call.call_id})
 
-    def _on_ended(self, call: LiveCall) -> None:
+    async def _on_ended(self, call: LiveCall) -> None:
         if call.result is not None:
             try:
                 self.store.save_call(call.result)
             except Exception:  # the live result stays in memory and in the API; the log says why
                 log.exception("call %s: could not save the result", call.call_id, extra={"call_id": call.call_id})
+            if self.options.results_dir:
+                await asyncio.get_running_loop().run_in_executor(None, write_result, self.options.results_dir,
+                                                                 call.result)
         self.hub.publish_update("agents", "board", {"agents": self._board()})
 
     def _board(self) -> list[dict]:
@@ -351,6 +354,22 @@ class LiveService:
             self.hub.unsubscribe(sub)
             self._feeds.discard(task)
         return resp
+
+
+def write_result(folder: str, result: dict) -> Path | None:
+    """``<folder>/<call_id>.json``, written to a temporary name first so a reader never sees half a file."""
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{result['call_id']}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+    except OSError as exc:
+        log.error("could not write %s/%s.json (%s); the result is still in the database", folder,
+                  result.get("call_id"), exc, extra={"call_id": result.get("call_id")})
+        return None
 
 
 class _NoLock:

@@ -129,3 +129,38 @@ def test_streamdouble_with_packet_loss_and_jitter_keeps_the_call_clock(tmp_path)
     assert call.result["duration_s"] == pytest.approx(6.0, abs=0.1)
     assert call.aligner.gap_samples >= 0.05 * 6.0 * 8000, "about 10% of the caller's frames were lost and filled"
     assert call.malformed == 0
+
+
+def test_ffmpeg_rtp_into_a_sip_dialog_arrives_as_the_callers_audio(tmp_path):
+    """ffmpeg's own RTP muxer (exact 20 ms PCMU packets) streams into a SIP call set up by our client:
+    the call's audio is the file's, to G.711 precision, with no loss and no malformed packets."""
+    need("ffmpeg")
+    from pipeline.live.replay import SipDialogClient
+    from live_fakes import FakeEngine, FakeStore, fake_call_info, loud_call
+
+    _, caller = loud_call(3.0)
+    wav = tmp_path / "caller.wav"
+    sf.write(wav, caller, 8000, subtype="PCM_16")
+    engine = FakeEngine()
+    with ServiceThread(lambda: LiveService(engine=engine, store=FakeStore(), options=live_options(),
+                                           call_info=fake_call_info)) as st:
+        dialog = SipDialogClient(f"sip:analyze@127.0.0.1:{st.bound.sip_port}", call_id="ffmpeg-1", agent_id="a20",
+                                 recording=False)
+        targets = st.run(dialog.open(), timeout_s=15)
+        addr, port, pt = targets[0]
+        assert pt == 0
+        proc = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(wav),
+                               "-af", "asetnsamples=n=160:p=0", "-acodec", "pcm_mulaw", "-ar", "8000", "-ac", "1",
+                               "-f", "rtp", f"rtp://{addr}:{port}?pkt_size=172"], capture_output=True, text=True,
+                              timeout=30)
+        st.run(dialog.close(), timeout_s=15)
+        st.run(until(lambda: not st.service.calls.live, timeout_s=15, what="call ended"), timeout_s=20)
+        call = st.service.calls.recent[0]
+        session = engine.sessions["ffmpeg-1"]
+    assert proc.returncode == 0, proc.stderr[-500:]
+    got = np.concatenate(session.caller) * 32768.0
+    assert call.result["duration_s"] == pytest.approx(3.0, abs=0.05)
+    n = min(got.size, caller.size)
+    corr = np.corrcoef(got[:n], caller[:n].astype(np.float64))[0, 1]
+    assert corr > 0.99, f"ffmpeg's RTP decodes to the file (correlation {corr:.4f})"
+    assert call.malformed == 0 and call.meta.agent_id == "a20"

@@ -59,7 +59,7 @@ def test_each_tap_format_yields_the_call_result_and_a_takeover_alert_on_the_feed
         expect_id = audiosocket_uuid(call.call_id) if fmt == "audiosocket" else call.call_id
         feed = asyncio.create_task(read_feed(f"{b.http}/api/feed", until=has_alert(expect_id)))
         await asyncio.sleep(0.2)
-        call_id = await replay(call, fmt=fmt, to=to, token=TOKEN, speed=0 if fmt not in ("sip", "siprec") else 30.0)
+        call_id = await replay(call, fmt=fmt, to=to, token=TOKEN, speed=0 if fmt not in ("sip", "siprec") else 10.0)
         result = await wait_for_result(b.http, call_id, token=TOKEN, timeout_s=20)
         events = await feed
         return result, events, r.engine.sessions[call_id], r.store.calls.get(call_id)
@@ -313,3 +313,20 @@ def test_an_engine_that_raises_ends_the_call_with_its_result_so_far_and_other_ca
     boom, fine = run_live(scenario)
     assert boom["errors"][0]["message"] == "kernel exploded" and boom["result"]["duration_s"] >= 1.0
     assert fine["errors"] == [] and fine["result"]["duration_s"] == pytest.approx(4.0)
+
+
+def test_an_ended_call_is_saved_to_the_store_and_as_a_json_file(tmp_path):
+    async def scenario(r):
+        await replay(sample_call("saved-1", 3), fmt="audio-fork", to=f"{r.bound.ws}/tap/audio-fork", token=TOKEN,
+                     speed=0)
+        await wait_for_result(r.bound.http, "saved-1", token=TOKEN, timeout_s=10)
+        for _ in range(50):
+            if (tmp_path / "saved-1.json").exists():
+                break
+            await asyncio.sleep(0.1)
+        return r.store.calls.get("saved-1")
+
+    stored = run_live(scenario, options=live_options(results_dir=str(tmp_path)))
+    on_disk = json.loads((tmp_path / "saved-1.json").read_text())
+    assert stored == on_disk and on_disk["duration_s"] == pytest.approx(3.0)
+    assert not list(tmp_path.glob("*.tmp"))
