@@ -268,12 +268,7 @@ class EmotionModel:
         vector : np.ndarray [shape=(len(vector_names),)]
         baseline : the speaker's EmotionBaseline, or None; the relative head is used once it is ready
         """
-        x = np.asarray(vector, dtype=np.float64)
-        if x.shape != (len(self.vector_names),):
-            raise ValueError(
-                f"emotion vector must have shape ({len(self.vector_names)},), got {x.shape}: "
-                "pass the vector from ProsodyExtractor.vector"
-            )
+        x = self._checked(vector)
         name = "relative" if baseline is not None and baseline.ready else "global"
         return self._scores(self._probabilities(name, x, baseline), source=f"model:{self.model_id}/{name}")
 
@@ -286,7 +281,7 @@ class EmotionModel:
         """
         if isinstance(vector_or_scores, EmotionScores):
             return vector_or_scores.arousal < self.options.calm_arousal_max
-        p = self._probabilities("global", np.asarray(vector_or_scores, dtype=np.float64), None)
+        p = self._probabilities("global", self._checked(vector_or_scores), None)
         high = [CLASSES.index(c) for c in HIGH_AROUSAL]
         return float(p[high].sum()) < self.options.calm_arousal_max
 
@@ -297,6 +292,15 @@ class EmotionModel:
         for v in vectors:
             baseline.update(v, calm=self.looks_calm(v))
         return baseline
+
+    def _checked(self, vector: np.ndarray) -> np.ndarray:
+        x = np.asarray(vector, dtype=np.float64)
+        if x.shape != (len(self.vector_names),):
+            raise ValueError(
+                f"emotion vector must have shape ({len(self.vector_names)},), got {x.shape}: "
+                "pass the vector from ProsodyExtractor.vector"
+            )
+        return x
 
     def _probabilities(self, name: str, x: np.ndarray, baseline: EmotionBaseline | None) -> np.ndarray:
         rel, ab = self._rel_index[name], self._abs_index[name]

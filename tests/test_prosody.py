@@ -9,6 +9,8 @@ import tomllib
 import librosa
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import DEFAULT_CONFIG_PATH, load_config
 from pipeline.errors import ConfigError
@@ -214,3 +216,16 @@ def test_speaker_baseline_moves_slowly_once_its_memory_is_full():
     b.update(_features(energy_db=-10.0, speech_s=2.0), calm=True)
     # One 2 s window moves a 100 s memory by 2% of the difference.
     assert b.means()["energy_db"] == pytest.approx(-30.0 + 0.02 * 20.0, abs=0.01)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(min_value=0, max_value=24000), sr=st.sampled_from([8000, 16000, 48000]),
+       scale=st.floats(min_value=0.0, max_value=1.0), seed=st.integers(min_value=0, max_value=2**16))
+def test_any_finite_audio_of_any_length_gives_a_json_safe_result(n, sr, scale, seed):
+    rng = np.random.default_rng(seed)
+    y = (scale * rng.uniform(-1.0, 1.0, n)).astype(np.float32)
+    features, vec = ProsodyExtractor(ProsodyOptions()).vector(y, sr=sr)
+    assert vec.shape == (len(ProsodyExtractor(ProsodyOptions()).vector_names),)
+    assert features.duration_s == pytest.approx(n / sr)
+    assert 0.0 <= features.voiced_ratio <= 1.0 and 0.0 <= features.pause_ratio <= 1.0
+    json.dumps(features.as_dict(), allow_nan=False)
