@@ -477,6 +477,8 @@ def test_built_calls_put_the_caller_on_the_other_channel_from_the_onset(clip_cor
     assert np.sqrt(np.mean(y[seg, caller] ** 2)) > 0.2                      # loud caller
     assert np.sqrt(np.mean(y[seg, 1 - caller] ** 2)) < 0.01                 # agent silent (noise floor)
     assert all(r["agitation_onset_s"] == "" for r in rows if r["kind"] == "calm")
+    assert _read_csv(out / "calm.csv") == [r for r in rows if r["kind"] == "calm"]
+    assert _read_csv(out / "escalating.csv") == [r for r in rows if r["kind"] == "escalating"]
     tel = next(r for r in rows if r["variant"] == "telephone")
     info = sf.info(out / tel["path"])
     assert (info.samplerate, info.channels, info.subtype) == (8000, 2, "ULAW")

@@ -26,7 +26,7 @@ Design (every choice is an option of :class:`CallBuildOptions`):
 
 Outputs under ``out``: ``<call>.wav``, ``<call>.json`` (turn-level annotations) and ``calls.csv``
 (``path, agent_channel, agitation_onset_s, agent_id, started_at`` plus ``variant, kind, caller_speaker,
-agent_speaker, duration_s``).
+agent_speaker, duration_s``), split by kind into ``escalating.csv`` and ``calm.csv``.
 """
 from __future__ import annotations
 
@@ -272,12 +272,15 @@ def build_calls(options: CallBuildOptions, *, progress: Callable[[str], None] = 
                 "duration_s": f"{y.shape[1] / rate:.3f}"})
         progress(f"{plan.call_id}: {plan.kind}, caller {plan.caller}, agent {plan.agent}, "
                  f"{audio.shape[1] / sr:.1f} s, onset {'-' if onset is None else f'{onset:.2f} s'}")
-    manifest = out / MANIFEST_NAME
-    with open(manifest, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(manifest_rows)
-    return manifest
+    # calls.csv holds every call; escalating.csv and calm.csv the same rows split by kind, for
+    # evaluating one kind alone (e.g. false alerts on a harder calm set).
+    for name, rows in ((MANIFEST_NAME, manifest_rows),
+                       *((f"{kind}.csv", [r for r in manifest_rows if r["kind"] == kind]) for kind in ("escalating", "calm"))):
+        with open(out / name, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    return out / MANIFEST_NAME
 
 
 
