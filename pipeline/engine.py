@@ -407,7 +407,8 @@ class CallSession:
                     prosody_z = (0.5 * z.get("energy_db", 0.0) + 0.3 * z.get("f0_median_st", 0.0)
                                  + 0.2 * z.get("speaking_rate_syl_s", 0.0))
                     self._agitation.add_acoustic(AcousticCue(t, emo["arousal"], emo["scores"].get("angry", 0.0),
-                                                             emo["source"], emo["baseline_ready"], prosody_z))
+                                                             emo["source"], emo["baseline_ready"], prosody_z,
+                                                             emo["scores"].get("happy", 0.0)))
         overtalk = speaking.get("agent", False) and speaking.get("caller", False)
         if overtalk:
             self._overtalk_s += 1.0

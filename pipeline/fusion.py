@@ -49,6 +49,7 @@ class AcousticCue:
     source: str
     baseline_ready: bool = True
     prosody_z: float = 0.0   # louder / higher / faster than the caller's own calm baseline, in sd
+    happy: float = 0.0       # P(happy): arousal that is joy, not agitation
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,16 @@ class AgitationTracker:
             arousal = max(0.0, (cue.arousal - o.arousal_floor) / (1.0 - o.arousal_floor))
             # Before the caller's own baseline exists an absolute reading is weaker evidence: voices differ.
             k = 1.0 if cue.baseline_ready else o.pre_baseline_weight
-            terms.append((k * o.weight_arousal * arousal, f"high vocal arousal {cue.arousal:.2f} ({cue.source})"))
+            # A lively, happy caller is aroused too but needs no supervisor: arousal and raised prosody
+            # count only in the share the model does not hear as happy.
+            not_happy = 1.0 - min(1.0, max(0.0, cue.happy))
+            terms.append((k * o.weight_arousal * arousal * not_happy,
+                          f"high vocal arousal {cue.arousal:.2f} ({cue.source})"))
             terms.append((k * o.weight_anger * cue.anger, f"angry voice p={cue.anger:.2f} ({cue.source})"))
             # Speaker-relative prosody (Van Puyvelde 2018: F0 and energy track arousal within a speaker),
             # independent of the emotion model's calibration.
             excess = (cue.prosody_z - o.prosody_z_floor) / o.prosody_z_span
-            terms.append((o.weight_prosody * min(1.0, max(0.0, excess)),
+            terms.append((o.weight_prosody * min(1.0, max(0.0, excess)) * not_happy,
                           f"voice {cue.prosody_z:+.1f} sd louder/higher/faster than own baseline"))
         self._texts = [c for c in self._texts if t_s - c.t_s <= o.text_memory_s]
         for c in self._texts:

@@ -67,3 +67,14 @@ def test_before_the_caller_baseline_exists_acoustic_evidence_counts_less():
         return level
 
     assert run(False) < run(True)
+
+
+def test_a_happy_lively_caller_is_not_agitated():
+    def run(happy, anger):
+        tr = AgitationTracker(FusionOptions())
+        for t in range(1, 8):
+            tr.add_acoustic(AcousticCue(t, arousal=0.9, anger=anger, source="x", prosody_z=3.0, happy=happy))
+            level, _ = tr.step(float(t), overtalk=False)
+        return level
+
+    assert run(happy=0.85, anger=0.05) < 0.3 < run(happy=0.05, anger=0.85)
