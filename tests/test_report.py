@@ -22,7 +22,7 @@ from pipeline.report import (
     write_summary_csv,
 )
 
-from conftest import require_binary
+from support import require_binary
 from example_result import calm_zh_result, escalating_result, mono_result
 
 

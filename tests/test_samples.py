@@ -15,7 +15,7 @@ from pipeline.audio import decode_mulaw
 from pipeline.errors import SampleGenerationError
 from pipeline.samples_gen import ESPEAK_VERSION_OF_SAMPLES, SCRIPTS, espeak_version, render_call, write_all
 
-from conftest import require_binary
+from support import require_binary
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 NAMES = ["calm_en", "escalating_en", "calm_zh"]

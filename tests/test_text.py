@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import skip_or_fail
+from support import skip_or_fail
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError, ModelUnavailableError

@@ -7,8 +7,7 @@ def _no_env_token(monkeypatch):
     monkeypatch.delenv("CALLPULSE_TOKEN", raising=False)
 
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
-ESCALATING = REPO / "samples" / "escalating_en.wav"
+from live_support import ESCALATING, REPO  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.live.replay import ReplayCall, replay, wait_for_result
 
-from conftest import ESCALATING
+from live_support import ESCALATING
 from live_fakes import TOKEN, FakeStore, run_live
 from live_harness import collect_feed
 

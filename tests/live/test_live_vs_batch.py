@@ -9,7 +9,7 @@ import pytest
 from pipeline.batch import analyze_file
 from pipeline.live.replay import ReplayCall, replay, wait_for_result
 
-from conftest import ESCALATING
+from live_support import ESCALATING
 from live_fakes import TOKEN, FakeStore, run_live
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.live.replay import ReplayCall, replay, wait_for_result
 
-from conftest import ESCALATING, REPO
+from live_support import ESCALATING, REPO
 from live_harness import WebhookReceiver, free_port, until
 
 pytestmark = pytest.mark.slow
