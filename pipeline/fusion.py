@@ -22,6 +22,7 @@ class FusionOptions:
     weight_prosody: float = 0.35
     prosody_z_floor: float = 1.0
     prosody_z_span: float = 2.0
+    happy_discount: float = 0.7
     rise_tau_s: float = 1.0
     fall_tau_s: float = 6.0
     text_memory_s: float = 20.0
@@ -89,7 +90,7 @@ class AgitationTracker:
             k = 1.0 if cue.baseline_ready else o.pre_baseline_weight
             # A lively, happy caller is aroused too but needs no supervisor: arousal and raised prosody
             # count only in the share the model does not hear as happy.
-            not_happy = 1.0 - min(1.0, max(0.0, cue.happy))
+            not_happy = 1.0 - o.happy_discount * min(1.0, max(0.0, cue.happy))
             terms.append((k * o.weight_arousal * arousal * not_happy,
                           f"high vocal arousal {cue.arousal:.2f} ({cue.source})"))
             terms.append((k * o.weight_anger * cue.anger, f"angry voice p={cue.anger:.2f} ({cue.source})"))

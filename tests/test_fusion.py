@@ -77,4 +77,7 @@ def test_a_happy_lively_caller_is_not_agitated():
             level, _ = tr.step(float(t), overtalk=False)
         return level
 
-    assert run(happy=0.85, anger=0.05) < 0.3 < run(happy=0.05, anger=0.85)
+    from pipeline.alerts import AlertOptions
+
+    raise_level = AlertOptions().caller_agitation.raise_level
+    assert run(happy=0.85, anger=0.05) < raise_level < run(happy=0.05, anger=0.85)
