@@ -17,13 +17,15 @@ from live_fakes import TOKEN, loud_call, run_live
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("CALLPULSE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 
+from support import skip_or_fail  # noqa: E402
+
 pytestmark = pytest.mark.peers
 
 
 def _need_browser():
     pytest.importorskip("playwright", reason="pip install playwright (the browser is Debian's chromium)")
     if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+        skip_or_fail("chromium is not installed (apt-get install chromium)", flag="CALLPULSE_REQUIRE_PEERS")
 
 
 def test_alerts_appear_live_and_take_over_acknowledges_them_in_a_real_browser():

@@ -19,6 +19,8 @@ from pipeline.store import Store
 from live_fakes import TOKEN, live_options
 from live_harness import ServiceThread, WebhookReceiver, collect_feed, free_port, until
 
+from support import skip_or_fail  # noqa: E402
+
 pytestmark = pytest.mark.peers
 DATA = Path(__file__).with_name("data")
 
@@ -26,8 +28,8 @@ DATA = Path(__file__).with_name("data")
 def need(*binaries: str) -> None:
     missing = [b for b in binaries if shutil.which(b) is None]
     if missing:
-        pytest.skip(f"real peer(s) {', '.join(missing)} not installed "
-                    "(apt-get install baresip-core sip-tester; pip install streamdouble)")
+        skip_or_fail(f"real peer(s) {', '.join(missing)} not installed "
+                     "(apt-get install baresip-core sip-tester; pip install streamdouble)", flag="CALLPULSE_REQUIRE_PEERS")
 
 
 def baresip_config(folder: Path, wav: Path) -> Path:
