@@ -555,7 +555,7 @@ def test_asr_evaluation_on_real_clips_pipeline_and_direct(data_dir, engine, conf
 
 
 @pytest.mark.slow
-def test_cli_all_runs_the_suite_and_reports_an_evaluation_that_cannot_run(tmp_path, data_dir):
+def test_cli_all_runs_the_suite_and_reports_an_evaluation_that_cannot_run(tmp_path):
     from pipeline.cli import main
 
     _csv(tmp_path / "t.csv", ["text", "label", "language"], [["terrible service", "negative", "en"],

@@ -39,5 +39,6 @@ def test_streamed_call_raises_the_alerts_batch_raises_on_the_same_file(real_engi
         assert abs(onset_l - onset_b) <= tolerance_s and abs(raised_l - raised_b) <= tolerance_s
     assert live["duration_s"] == pytest.approx(batch["duration_s"], abs=0.03)
     if tolerance_s == 0.0:
+        # levels are rounded to 3 decimals in the JSON: equal up to that rounding
         assert [p["caller_agitation"] for p in live["timeline"]] == pytest.approx(
-            [p["caller_agitation"] for p in batch["timeline"]], abs=1e-6)
+            [p["caller_agitation"] for p in batch["timeline"]], abs=0.0015)
