@@ -62,6 +62,7 @@ class AsrOptions:
     max_window_s: float = 24.0
     max_delay_s: float = 6.0
     encoder_fit: bool = False
+    interim_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not self.languages:

@@ -219,6 +219,7 @@ class AsrJob:
     language: str | None
     prior: Mapping[str, float]
     queued_at_s: float  # call time when the window became due
+    interim: bool = False  # a preview of a turn still being spoken (never feeds sentiment)
 
     def run(self, transcriber: Transcriber):
         return transcriber.transcribe_window(list(self.chunks), language=self.language, prior=self.prior)
@@ -274,6 +275,8 @@ class CallSession:
         self._job_counter = 0
         self._jobs_open: dict[int, AsrJob] = {}
         self._jobs_ready: list[AsrJob] = []
+        self._interim_open: dict[int, AsrJob] = {}
+        self._last_interim_s: dict[int, float] = {}
 
     # -- public ---------------------------------------------------------------------------------
     @property
@@ -431,7 +434,31 @@ class CallSession:
         self._stage_time["fusion"] += time.perf_counter() - t0
         # ASR flush decisions also run on the audio clock
         events.extend(self._run_asr(force=False, now=t))
+        self._schedule_interim(t)
         return events
+
+    def _schedule_interim(self, t: float) -> None:
+        """Live only: every ``interim_s`` of an ongoing turn, a preview of its text (one outstanding per
+        channel). Interim text is shown, never scored: only final text feeds sentiment."""
+        every = self.config.asr.interim_s
+        if not self.defer_asr or every <= 0:
+            return
+        # a preview never handed back (skipped by a busy live layer) stops blocking after a while
+        for job_id in [j.id for j in self._interim_open.values() if t - j.queued_at_s > 3 * every]:
+            del self._interim_open[job_id]
+        for ch in self._channels:
+            start = ch.vad.current_turn_start_s
+            if start is None or t - start < every or t - self._last_interim_s.get(ch.index, -1e9) < every:
+                continue
+            if any(j.chunks[0].speaker == ch.speaker for j in self._interim_open.values()):
+                continue
+            audio = ch.ring16.slice(max(start, t - self.config.asr.max_window_s), t).copy()
+            self._job_counter += 1
+            job = AsrJob(self._job_counter, (AsrChunk(ch.speaker, max(start, t - self.config.asr.max_window_s), audio),),
+                         (-1,), self.info.language, dict(self._language_prior), t, interim=True)
+            self._interim_open[job.id] = job
+            self._last_interim_s[ch.index] = t
+            self._jobs_ready.append(job)
 
     def _acoustic(self, ch: _Channel, start_s: float, end_s: float, *, update_baseline: bool) -> dict | None:
         y = ch.ring_pros.slice(start_s, end_s)
@@ -548,6 +575,11 @@ class CallSession:
     def apply_asr(self, job: "AsrJob", window: Any, *, t_available: float | None = None) -> list:
         """Apply a window's transcripts (or the exception it raised). Text cues count from the call time
         at which they arrive. A job already applied (e.g. by ``finish``) is ignored."""
+        if job.interim:
+            if self._interim_open.pop(job.id, None) is None or self._finished or isinstance(window, BaseException):
+                return []
+            return [dataclasses.replace(e, final=False, text=mask_text(e.text, self.config.masking), words=())
+                    for e in window.events]
         if self._jobs_open.pop(job.id, None) is None:
             return []
         t = self.time_s if t_available is None else t_available

@@ -212,5 +212,7 @@ def test_deferred_asr_lets_live_calls_hand_transcription_to_a_pool(engine, sampl
     batch = sample_results["escalating_en"]
     assert kept_back >= 1
     assert [s["text"] for s in live["segments"]] == [s["text"] for s in batch["segments"]]
+    # interim previews of turns still being spoken came out too, marked as not final
+    assert any(isinstance(e, TranscriptEvent) and not e.final and e.text for e in events)
     assert [a["raised_at_s"] for a in _takeovers(live)] == pytest.approx(
         [a["raised_at_s"] for a in _takeovers(batch)], abs=3.0)

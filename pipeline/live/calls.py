@@ -265,6 +265,8 @@ class CallManager:
         if not self.defer_asr or take is None:
             return
         for job in take():
+            if getattr(job, "interim", False) and self.asr_waiting > 0:
+                continue  # policy when behind: previews are skipped (final windows never are)
             self.asr_waiting += 1
             asyncio.get_running_loop().create_task(self._asr(call, job), name=f"asr-{call.call_id}-{job.id}")
         now = time.monotonic()
@@ -305,6 +307,10 @@ class CallManager:
                 self.on_update("level", call.call_id, {"call_id": call.call_id, **call.level})
             elif isinstance(event, TranscriptEvent):
                 if not event.final:
+                    preview = {"speaker": event.speaker, "start_s": round(event.start_s, 2),
+                               "text": event.text + " …", "interim": True}
+                    self.on_update("transcript", call.call_id,
+                                   {"call_id": call.call_id, "tail": list(call.transcript) + [preview]})
                     continue
                 line = {"speaker": event.speaker, "start_s": round(event.start_s, 2), "text": event.text,
                         "sentiment": round(event.sentiment, 2), "flags": list(event.flags)}

@@ -1,5 +1,5 @@
 """Live transcripts with the real ASR (tiny.en, the embedded English model): final turns reach the live
-feed and the call's transcript tail while the call is still streaming, and only final text is shown."""
+feed and the call's transcript tail while the call is still streaming (interim previews are marked)."""
 from __future__ import annotations
 
 import asyncio
