@@ -129,24 +129,36 @@ class Engine:
 # --- per-call state ------------------------------------------------------------------------------
 
 class _Ring:
-    """The recent audio of one channel at one rate, addressable by call time."""
+    """The recent audio of one channel at one rate, addressable by call time.
+
+    A preallocated buffer: appending a 20 ms live packet writes 20 ms, it does not copy the whole window
+    (the oldest audio is shifted out only when the buffer is full, so the cost is amortised).
+    """
 
     def __init__(self, sr: int) -> None:
         self.sr = sr
-        self._buf = np.zeros(0, np.float32)
-        self._start = 0  # sample index of _buf[0]
+        self._keep = int(RING_KEEP_S * sr)
+        self._buf = np.zeros(2 * self._keep, np.float32)
+        self._n = 0       # samples held
+        self._start = 0   # call sample index of _buf[0]
 
     @property
     def end_sample(self) -> int:
-        return self._start + self._buf.size
+        return self._start + self._n
 
     def append(self, y: np.ndarray) -> None:
-        self._buf = np.concatenate([self._buf, y])
-        excess = self._buf.size - int(2 * RING_KEEP_S * self.sr)
-        if excess > 0:
-            drop = self._buf.size - int(RING_KEEP_S * self.sr)
-            self._buf = self._buf[drop:]
+        if y.size > self._keep:
+            self._start += self._n + y.size - self._keep
+            self._buf[: self._keep] = y[-self._keep:]
+            self._n = self._keep
+            return
+        if self._n + y.size > self._buf.size:
+            drop = self._n + y.size - self._keep
+            self._buf[: self._n - drop] = self._buf[drop: self._n]
+            self._n -= drop
             self._start += drop
+        self._buf[self._n: self._n + y.size] = y
+        self._n += y.size
 
     def slice(self, start_s: float, end_s: float) -> np.ndarray:
         a = max(int(round(start_s * self.sr)), self._start)

@@ -216,3 +216,16 @@ def test_deferred_asr_lets_live_calls_hand_transcription_to_a_pool(engine, sampl
     assert any(isinstance(e, TranscriptEvent) and not e.final and e.text for e in events)
     assert [a["raised_at_s"] for a in _takeovers(live)] == pytest.approx(
         [a["raised_at_s"] for a in _takeovers(batch)], abs=3.0)
+
+
+def test_recent_audio_ring_returns_what_was_appended_by_call_time_across_wraps():
+    from pipeline.engine import RING_KEEP_S, _Ring
+
+    sr = 100
+    ring = _Ring(sr)
+    signal = np.arange(int(5 * RING_KEEP_S * sr), dtype=np.float32)
+    for i in range(0, signal.size, 7):  # odd packet size: wraps land anywhere
+        ring.append(signal[i:i + 7])
+        end = (i + 7) / sr
+        np.testing.assert_array_equal(ring.slice(end - 2.0, end), signal[max(0, i + 7 - 200): i + 7])
+    assert ring.slice(0.0, 1.0).size == 0  # older than the ring keeps
