@@ -118,7 +118,7 @@ class Engine:
 
     @property
     def emotion_source(self) -> str:
-        return getattr(self.emotion, "model_id", None) and f"model:{self.emotion.model_id}" or "prosody-rules"
+        return f"model:{self.emotion.model_id}" if self.emotion is not None else "prosody-rules"
 
     def open_call(self, info: CallInfo, *, defer_asr: bool = False) -> "CallSession":
         """A new call's state. ``defer_asr`` (live): transcription windows are handed out as jobs
@@ -644,14 +644,18 @@ class CallSession:
                  extra={"call_id": self.info.call_id})
         return ev
 
+    def _call_means(self) -> tuple[float, float]:
+        """This call's agent voice drift and negative-word level so far (0 when none measured)."""
+        drift = float(np.mean(self._agent_drift)) if self._agent_drift else 0.0
+        negative = float(np.mean([max(0.0, -s) for s in self._agent_sentiments])) if self._agent_sentiments else 0.0
+        return drift, negative
+
     def _call_terms(self) -> dict:
         shift = self._shift or ShiftState("")
-        negative = [max(0.0, -s) for s in self._agent_sentiments]
-        call_negative = float(np.mean(negative)) if negative else 0.0
-        call_drift = float(np.mean(self._agent_drift)) if self._agent_drift else 0.0
+        drift, negative = self._call_means()
         return dict(hostile_s=shift.hostile_s + self._hostile_s, talk_s=shift.talk_s + self._agent_talk_s,
-                    calls=shift.calls + 1, voice_drift=max(shift.voice_drift, call_drift),
-                    agent_negative=max(shift.agent_negative, call_negative))
+                    calls=shift.calls + 1, voice_drift=max(shift.voice_drift, drift),
+                    agent_negative=max(shift.agent_negative, negative))
 
     def _current_strain(self) -> float:
         if self.info.n_channels == 1:
@@ -665,13 +669,15 @@ class CallSession:
             return []
         terms = self._call_terms()
         level, reasons = strain_level(self.config.strain, **terms)
-        ended = _parse_time(self.info.started_at)
-        ended_iso = (ended.timestamp() + end_s) if ended else None
+        started = _parse_time(self.info.started_at)
+        drift, negative = self._call_means()
         shift = dataclasses.replace(
             self._shift, hostile_s=terms["hostile_s"], talk_s=terms["talk_s"], calls=terms["calls"],
-            voice_drift=0.7 * self._shift.voice_drift + 0.3 * (float(np.mean(self._agent_drift)) if self._agent_drift else 0.0),
-            agent_negative=0.7 * self._shift.agent_negative + 0.3 * (float(np.mean([max(0.0, -s) for s in self._agent_sentiments])) if self._agent_sentiments else 0.0),
-            last_call_end=datetime.fromtimestamp(ended_iso, timezone.utc).isoformat() if ended_iso else self._shift.last_call_end,
+            # the shift's voice and words move slowly: one call is 30% of the new value
+            voice_drift=0.7 * self._shift.voice_drift + 0.3 * drift,
+            agent_negative=0.7 * self._shift.agent_negative + 0.3 * negative,
+            last_call_end=(datetime.fromtimestamp(started.timestamp() + end_s, timezone.utc).isoformat()
+                           if started else self._shift.last_call_end),
             total_calls=self._shift.total_calls + 1)
         events = []
         policy: PolicyOptions = self.config.alerts.agent_strain
