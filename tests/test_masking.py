@@ -209,7 +209,8 @@ _PROSE = st.text(
 
 @st.composite
 def luhn_cards(draw) -> str:
-    body = draw(st.text(alphabet="0123456789", min_size=12, max_size=18))
+    # cards are 13-19 digits: a leading digit, 11-17 more, and the Luhn check digit
+    body = draw(st.text(alphabet="0123456789", min_size=11, max_size=17))
     return _luhn_complete(draw(st.sampled_from("3456")) + body)[: len(body) + 2]
 
 
