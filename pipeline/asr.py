@@ -29,6 +29,8 @@ from .events import Speaker, TranscriptEvent, Word
 log = logging.getLogger("pipeline.asr")
 
 SAMPLE_RATE_HZ = 16000
+ENCODER_FPS = 50          # Whisper encoder frames per second of audio
+PACK_GAP_S = 0.6          # silence between turns packed into one window
 BASE_MODEL_BYTES = 145_217_532
 BASE_MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 
@@ -177,6 +179,8 @@ class WindowResult:
     events: list
     language: str | None
     language_probs: Mapping[str, float]
+    # per chunk of the window, in order: its pooled encoder output [2 * d_model] (None if too short)
+    encodings: tuple = ()
 
 
 class Transcriber:
@@ -233,18 +237,15 @@ class Transcriber:
                           prior: Mapping[str, float] | None = None) -> list[TranscriptEvent]:
         return self.transcribe_window(chunks, language=language, prior=prior).events
 
-    def transcribe_window(self, chunks: Sequence[AsrChunk], *, language: str | None = None,
-                          prior: Mapping[str, float] | None = None) -> "WindowResult":
-        """Transcribe several turns packed into one window, one TranscriptEvent per turn with text.
+    def encode_window(self, chunks: Sequence[AsrChunk]):
+        """Pack turns into one window and run the encoder once: -> (features, encoder output, spans).
 
         Turns are joined with 0.6 s of silence (like faster-whisper's own VAD filter) so one encoder
-        pass serves several short turns; words are mapped back to their turn by their timestamps.
+        pass serves several short turns. ``spans``: (start_s, end_s, chunk) of each turn in the window.
         """
         from faster_whisper.audio import pad_or_trim
-        from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
 
-        gap = np.zeros(int(0.6 * SAMPLE_RATE_HZ), np.float32)
+        gap = np.zeros(int(PACK_GAP_S * SAMPLE_RATE_HZ), np.float32)
         pieces, spans, cursor = [], [], 0.0
         for chunk in chunks:
             if pieces:
@@ -256,7 +257,7 @@ class Transcriber:
             cursor += dur
         audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         if audio.size < int(0.1 * SAMPLE_RATE_HZ):
-            return WindowResult([], None, {})
+            return None, None, spans
         model = self._model
         features = model.feature_extractor(audio)
         if self.options.encoder_fit:
@@ -266,6 +267,36 @@ class Transcriber:
             encoder_output = model.encode(pad_or_trim(features, frames))
         else:
             encoder_output = model.encode(pad_or_trim(features))
+        return features, encoder_output, spans
+
+    @property
+    def encoder_id(self) -> str:
+        """What the pooled turn encodings depend on: the model and how windows are encoded."""
+        return f"{self.options.model}/{'fit' if self.options.encoder_fit else 'pad30'}"
+
+    def encode_turns(self, chunks: Sequence[AsrChunk]) -> tuple[np.ndarray | None, ...]:
+        """The pooled encoder output of each turn (see :func:`pool_turns`), without decoding: exactly
+        what ``transcribe_window`` hands out for the same window. Used to train the emotion heads."""
+        _features, encoder_output, spans = self.encode_window(chunks)
+        if encoder_output is None:
+            return tuple(None for _ in chunks)
+        return pool_turns(encoder_output, [(a, b) for a, b, _ in spans])
+
+    def transcribe_window(self, chunks: Sequence[AsrChunk], *, language: str | None = None,
+                          prior: Mapping[str, float] | None = None) -> "WindowResult":
+        """Transcribe several turns packed into one window, one TranscriptEvent per turn with text.
+
+        Words are mapped back to their turn by their timestamps. The window's one encoder pass also
+        gives each turn's pooled encoding (``WindowResult.encodings``) for the acoustic emotion heads.
+        """
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+
+        features, encoder_output, spans = self.encode_window(chunks)
+        if encoder_output is None:
+            return WindowResult([], None, {})
+        model = self._model
+        encodings = pool_turns(encoder_output, [(a, b) for a, b, _ in spans])
         lang, lang_probs = self._choose_language(encoder_output, language, prior)
         tokenizer = Tokenizer(model.hf_tokenizer, self.multilingual, task="transcribe", language=lang)
         opts = self.options
@@ -313,7 +344,7 @@ class Transcriber:
                 speaker=chunk.speaker, start_s=round(chunk.start_s, 3),
                 end_s=round(chunk.start_s + chunk.audio.size / SAMPLE_RATE_HZ, 3), text=text,
                 language=lang, final=True, words=tuple(words)))
-        return WindowResult(events, lang, lang_probs)
+        return WindowResult(events, lang, lang_probs, encodings)
 
     def _is_hallucination(self, seg) -> bool:
         opts = self.options
@@ -323,6 +354,31 @@ class Transcriber:
         if not text:
             return True
         return seg.no_speech_prob > 0.3 and any(h in text for h in _HALLUCINATIONS)
+
+
+def pool_turns(encoder_output, spans: Sequence[tuple[float, float]]) -> tuple[np.ndarray | None, ...]:
+    """Mean and spread over time of the encoder frames (50 a second) inside each span of the window.
+
+    Parameters
+    ----------
+    encoder_output : ctranslate2 StorageView or array [1, frames, d_model]
+    spans : (start_s, end_s) of each turn within the window
+
+    Returns
+    -------
+    one float32 array [2 * d_model] per span (mean then spread), or None for a span under 4 frames
+    """
+    frames = np.asarray(encoder_output, dtype=np.float32)[0]
+    out = []
+    for start_s, end_s in spans:
+        a = int(math.floor(start_s * ENCODER_FPS))
+        b = min(frames.shape[0], int(math.ceil(end_s * ENCODER_FPS)))
+        if b - a < 4:
+            out.append(None)
+            continue
+        block = frames[a:b]
+        out.append(np.concatenate([block.mean(axis=0), block.std(axis=0)]).astype(np.float32))
+    return tuple(out)
 
 
 def _span_index(spans, t: float) -> int:

@@ -8,11 +8,20 @@ The model (trained by ``scripts/train_emotion.py``, see ``pipeline.emotion_train
   one that carries across speakers, languages and channels.
 * ``global``: features standardised against the training population; used until then.
 
+Two more heads score a whole turn once the ASR stage has transcribed it, from the turn's prosody vector
+*and* its Whisper encoder output pooled over the turn (the ASR's own encoder pass, shared: see
+``asr.pool_turns``):
+
+* ``turn_speaker``: both standardised with the speaker's own mean and spread over their calm-looking
+  turns so far (a :class:`TurnBaseline`); used once it has ``turn_baseline_min_turns`` of them;
+* ``turn_global``: both standardised against the training population; used until then.
+
 :class:`EmotionModel` holds no per-call state and is safe to share between threads; each speaker of
 each call owns an :class:`EmotionBaseline`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -57,12 +66,16 @@ class EmotionOptions:
     baseline_memory_updates: int = 60
     # Speech whose baseline-free arousal is below this counts as calm (EmotionModel.looks_calm).
     calm_arousal_max: float = 0.5
+    # Turn heads: the speaker's own mean and spread over this many earlier turns make the baseline ready.
+    turn_baseline_min_turns: int = 8
 
     def __post_init__(self) -> None:
         if self.baseline_min_updates < 1:
             raise ValueError(f"baseline_min_updates must be >= 1, got {self.baseline_min_updates}")
         if self.baseline_memory_updates < self.baseline_min_updates:
             raise ValueError("baseline_memory_updates must be >= baseline_min_updates")
+        if self.turn_baseline_min_turns < 2:
+            raise ValueError(f"turn_baseline_min_turns must be >= 2, got {self.turn_baseline_min_turns}")
         if not 0.0 < self.calm_arousal_max <= 1.0:
             raise ValueError(f"calm_arousal_max must be in (0, 1], got {self.calm_arousal_max}")
 
@@ -171,21 +184,108 @@ class EmotionBaseline:
         self._mean[finite] += (x[finite] - self._mean[finite]) / self._count[finite]
 
 
+class TurnBaseline:
+    """One speaker's running mean and spread of the turn vector (prosody + pooled encoder output).
+
+    Learns only from calm-looking turns (``EmotionModel.turn_looks_calm``), as the ``turn_speaker`` head
+    was trained; predict a turn *before* adding it. The spread is shrunk towards the training
+    population's within-speaker spread by ``prior_turns`` pseudo-turns, so a baseline of a few turns does
+    not divide by a spread of almost nothing.
+    """
+
+    def __init__(self, prior_var: np.ndarray, *, min_turns: int, prior_turns: float):
+        self._prior_var = np.asarray(prior_var, dtype=np.float64)
+        self._sum = np.zeros_like(self._prior_var)
+        self._sumsq = np.zeros_like(self._prior_var)
+        self._count = np.zeros_like(self._prior_var)
+        self._turns = 0
+        self.min_turns = min_turns
+        self.prior_turns = prior_turns
+
+    @property
+    def ready(self) -> bool:
+        return self._turns >= self.min_turns
+
+    @property
+    def n_turns(self) -> int:
+        return self._turns
+
+    def update(self, vector: np.ndarray, *, calm: bool) -> None:
+        """Learn from one turn's vector if it is calm speech; anything else is ignored."""
+        if not calm:
+            return
+        x = np.asarray(vector, dtype=np.float64)
+        if x.shape != self._sum.shape:
+            raise ValueError(f"turn baseline expects vectors of shape {self._sum.shape}, got {x.shape}")
+        finite = np.isfinite(x)
+        if not finite.any():
+            return
+        self._turns += 1
+        self._sum[finite] += x[finite]
+        self._sumsq[finite] += x[finite] ** 2
+        self._count[finite] += 1
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean [d], spread [d]); nan where a feature was never observed."""
+        return shrunk_mean_std(self._sum, self._sumsq, self._count, self._prior_var, self.prior_turns)
+
+
+def shrunk_mean_std(total: np.ndarray, total_sq: np.ndarray, count: np.ndarray, prior_var: np.ndarray,
+                    prior_turns: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread from running sums, the variance shrunk towards ``prior_var`` by ``prior_turns``
+    pseudo-observations. Shared by the live baseline and training, so both standardise alike."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        var = np.where(count > 0, np.maximum(total_sq / np.maximum(count, 1) - mean ** 2, 0.0), 0.0)
+    var = (count * var + prior_turns * prior_var) / (count + prior_turns)
+    return mean, np.sqrt(np.maximum(var, 1e-12))
+
+
 def default_model_dir() -> Path:
     env = os.environ.get("CALLPULSE_MODELS")
     root = Path(env) if env else Path(__file__).resolve().parents[1] / "models"
     return root / "emotion"
 
 
+TURN_HEADS = ("turn_global", "turn_speaker")
+
+
+@dataclass(frozen=True)
+class TurnHeads:
+    """The per-turn heads over prosody + pooled encoder output, and what their encodings must come from.
+
+    Head input names are ``pros:<prosody feature>`` or ``enc:<i>`` (column i of the pooled encoding).
+    """
+
+    encoder_id: str              # Transcriber.encoder_id the encodings were made with
+    encoding_dim: int            # 2 * d_model
+    prior_var: np.ndarray        # [len(vector_names) + encoding_dim] within-speaker variance (training)
+    prior_turns: float
+    heads: Mapping[str, Head]
+    details: Mapping = dataclasses.field(default_factory=dict)   # model.json "turn": choices and figures
+
+
 class EmotionModel:
     """The trained emotion head. Load once per process; ``predict`` is stateless and thread-safe."""
 
     def __init__(self, *, model_id: str, heads: Mapping[str, Head], vector_names: Sequence[str],
-                 prosody: ProsodyOptions, options: EmotionOptions):
+                 prosody: ProsodyOptions, options: EmotionOptions, turn: TurnHeads | None = None):
         self.model_id = model_id
         self.options = options
         self.vector_names = tuple(vector_names)
         self.prosody_options = prosody
+        self.turn = turn
+        self._turn_index: dict[str, np.ndarray] = {}
+        if turn is not None:
+            columns = [f"pros:{n}" for n in self.vector_names] + [f"enc:{i}" for i in range(turn.encoding_dim)]
+            position = {n: i for i, n in enumerate(columns)}
+            for name, head in turn.heads.items():
+                missing = [n for n in head.names if n not in position]
+                if missing or turn.prior_var.shape != (len(columns),):
+                    raise ModelUnavailableError(
+                        f"emotion model {model_id}: turn head {name!r} does not match its feature vector; "
+                        "rebuild it with `python scripts/train_emotion.py`")
+                self._turn_index[name] = np.array([position[n] for n in head.names], dtype=np.int64)
         self._heads = dict(heads)
         # Head inputs are named "rel:<feature>" (minus the speaker's baseline) or "abs:<feature>" (as is).
         self._rel_index: dict[str, np.ndarray] = {}
@@ -235,6 +335,15 @@ class EmotionModel:
             for name in ("global", "relative"):
                 sub = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(name + ".")}
                 heads[name] = Head.from_arrays(meta["heads"][name], sub)
+            turn = None
+            if "turn" in meta:
+                turn_heads = {}
+                for name in TURN_HEADS:
+                    sub = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(name + ".")}
+                    turn_heads[name] = Head.from_arrays(meta["heads"][name], sub)
+                turn = TurnHeads(encoder_id=meta["turn"]["encoder_id"], encoding_dim=int(meta["turn"]["encoding_dim"]),
+                                 prior_var=arrays["turn.prior_var"], prior_turns=float(meta["turn"]["prior_turns"]),
+                                 heads=turn_heads, details=meta["turn"])
             trained_prosody = ProsodyOptions(**meta["prosody_options"])
             if tuple(meta["classes"]) != CLASSES:
                 raise ValueError(f"model classes {meta['classes']} differ from {CLASSES}")
@@ -252,7 +361,7 @@ class EmotionModel:
                     "with; use the shipped values or retrain with `python scripts/train_emotion.py`"
                 )
         model = cls(model_id=meta["id"], heads=heads, vector_names=meta["vector_names"],
-                    prosody=trained_prosody, options=options)
+                    prosody=trained_prosody, options=options, turn=turn)
         logger.info("loaded emotion model %s from %s", model.model_id, model_dir)
         return model
 
@@ -271,6 +380,47 @@ class EmotionModel:
         x = self._checked(vector)
         name = "relative" if baseline is not None and baseline.ready else "global"
         return self._scores(self._probabilities(name, x, baseline), source=f"model:{self.model_id}/{name}")
+
+    # -- per turn, with the ASR's pooled encoder output ---------------------------------------------
+    def turn_ready_for(self, encoder_id: str | None) -> bool:
+        """Whether encodings made by a transcriber with this ``encoder_id`` fit the turn heads."""
+        return self.turn is not None and encoder_id == self.turn.encoder_id
+
+    def new_turn_baseline(self) -> TurnBaseline:
+        """A fresh per-speaker turn baseline (one per speaker per call)."""
+        if self.turn is None:
+            raise ModelUnavailableError(f"emotion model {self.model_id} has no turn heads")
+        return TurnBaseline(self.turn.prior_var, min_turns=self.options.turn_baseline_min_turns,
+                            prior_turns=self.turn.prior_turns)
+
+    def turn_vector(self, vector: np.ndarray, encoding: np.ndarray) -> np.ndarray:
+        """The turn heads' input: the prosody vector then the pooled encoding [len(vector_names) + dim]."""
+        enc = np.asarray(encoding, dtype=np.float64)
+        if self.turn is None or enc.shape != (self.turn.encoding_dim,):
+            raise ValueError(f"turn encoding must have shape ({self.turn.encoding_dim if self.turn else '?'},), "
+                             f"got {enc.shape}: pass an encoding from the transcriber the model names")
+        return np.concatenate([self._checked(vector), enc])
+
+    def predict_turn(self, turn_vector: np.ndarray, *, baseline: TurnBaseline | None) -> EmotionScores:
+        """Emotion of one whole turn from :meth:`turn_vector`; ``turn_speaker`` once ``baseline`` is ready.
+
+        Predict before ``baseline.update(...)``: a turn is judged against the speaker's others.
+        """
+        if self.turn is None:
+            raise ModelUnavailableError(f"emotion model {self.model_id} has no turn heads")
+        x = np.asarray(turn_vector, dtype=np.float64)
+        if baseline is not None and baseline.ready:
+            mean, std = baseline.mean_std()
+            x, name = (x - mean) / std, "turn_speaker"
+        else:
+            name = "turn_global"
+        p = self.turn.heads[name].probabilities(x[self._turn_index[name]])
+        return self._scores(p, source=f"model:{self.model_id}/{name}")
+
+    def turn_looks_calm(self, turn_vector: np.ndarray) -> bool:
+        """Whether a turn may update the speaker's TurnBaseline: the baseline-free turn head's arousal is
+        below ``calm_arousal_max`` (how training formed the held-out speakers' baselines)."""
+        return self.predict_turn(turn_vector, baseline=None).arousal < self.options.calm_arousal_max
 
     def looks_calm(self, vector_or_scores: np.ndarray | EmotionScores) -> bool:
         """Whether this speech may update the speaker's baseline.
@@ -314,6 +464,10 @@ class EmotionModel:
     def predict_audio(self, y: np.ndarray, *, sr: int, baseline: EmotionBaseline | None = None) -> EmotionScores:
         """Extract features from one speaker's audio ``y`` [n] at ``sr`` Hz and predict."""
         return self.predict(self.extractor.vector(y, sr=sr)[1], baseline=baseline)
+
+    def scores(self, p: np.ndarray, *, source: str) -> EmotionScores:
+        """EmotionScores (label, arousal, valence) of class probabilities ``p`` [len(CLASSES)]."""
+        return self._scores(np.asarray(p, dtype=np.float64), source=source)
 
     def _scores(self, p: np.ndarray, *, source: str) -> EmotionScores:
         probs = {c: float(v) for c, v in zip(CLASSES, p)}

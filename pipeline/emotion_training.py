@@ -79,6 +79,7 @@ class TrainOptions:
     cache_dir: Path
     feature_set: str = "auto"           # "auto" = the LOSO winner, or one of FEATURE_SETS
     l2: float = -1.0                    # < 0: chosen by LOSO among L2_GRID
+    pack_s: float = 0.0                 # turn heads: clips per Whisper window (0 = each alone)
 
 
 L2_GRID = (1.0, 3.0, 10.0, 30.0)
@@ -567,13 +568,16 @@ def calm_flags(corpus: Corpus, global_logits: Mapping[str, Mapping[str, np.ndarr
 
 
 def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None = None,
-                       clip: float = 5.0, progress=print) -> dict:
+                       clip: float = 5.0, transcriber=None, progress=print) -> dict:
     """Compare feature sets, heads and baselines under LOSO, train the chosen heads, write the model.
 
     Every choice (feature set, head inputs, L2, how training baselines are formed) maximises the mean
     of two speaker-independent 4-class UARs, each in the worst of the three conditions: LOSO, and
     cross-gender (train on the 5 women, test on the 5 men, and back: a harder shift of speakers, a
     stand-in for the unseen speakers and languages of real calls).
+
+    With a ``transcriber`` (the ASR's Whisper model), the per-turn heads over prosody + pooled encoder
+    output are compared and trained too (``pipeline.emotion_turn_training``).
     """
     prosody = prosody or ProsodyOptions()
     t_start = time.perf_counter()
@@ -663,11 +667,24 @@ def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None 
         "global": _final_head(corpus, spec_g, l2_g, None, clip, logits_g),
         "relative": _final_head(corpus, spec_r, l2_r, calm_kinds[kind_r], clip, logits_r),
     }
+    turn = None
+    encode_s_per_s = None
+    if transcriber is not None:
+        from .emotion_turn_training import PRIOR_TURNS, compare_and_train, corpus_encodings
+
+        encodings, encode_s_per_s = corpus_encodings(options.data_dir, transcriber, cache_dir=options.cache_dir,
+                                                     pack_s=options.pack_s)
+        turn_heads, turn_details, prior_var = compare_and_train(corpus, encodings, encoder_id=transcriber.encoder_id,
+                                                                pack_s=options.pack_s, clip=clip, progress=progress)
+        heads.update(turn_heads)
+        turn = {"encoder_id": transcriber.encoder_id, "encoding_dim": int(encodings["16k"].shape[1]),
+                "training_pack_s": options.pack_s,
+                "prior_turns": PRIOR_TURNS, "prior_var": prior_var, "details": turn_details}
     train_s = time.perf_counter() - t_start
     meta = write_model(options.out_dir, heads=heads, prosody=prosody, details=details,
-                       comparison=comparison, corpus=corpus)
+                       comparison=comparison, corpus=corpus, turn=turn)
     # Timings vary from run to run, so they are reported, not written into the model files.
-    return {**meta, "train_s": train_s, "feature_extraction_s": corpus.extract_s}
+    return {**meta, "train_s": train_s, "feature_extraction_s": corpus.extract_s, "encode_s_per_s": encode_s_per_s}
 
 
 def _final_head(corpus: Corpus, spec: HeadSpec, l2: float, calm: Mapping[str, np.ndarray] | None,
@@ -688,18 +705,23 @@ def _final_head(corpus: Corpus, spec: HeadSpec, l2: float, calm: Mapping[str, np
 
 
 def write_model(out_dir: Path, *, heads: Mapping[str, Head], prosody: ProsodyOptions, details: dict,
-                comparison: dict, corpus: Corpus) -> dict:
-    """Write the weights (safetensors) and model.json; both depend only on the data and the code."""
+                comparison: dict, corpus: Corpus, turn: Mapping | None = None) -> dict:
+    """Write the weights (safetensors) and model.json; both depend only on the data and the code.
+
+    ``turn``: encoder_id, encoding_dim, prior_turns, prior_var and details of the turn heads (in ``heads``).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     for head_name, head in heads.items():
         for field, value in head.to_arrays().items():
             arrays[f"{head_name}.{field}"] = value
+    if turn is not None:
+        arrays["turn.prior_var"] = np.ascontiguousarray(turn["prior_var"], dtype=np.float64)
     # safetensors: no pickle, and byte-identical output for identical arrays (a zip would stamp times).
     safetensors.numpy.save_file(arrays, str(out_dir / MODEL_FILE))
     digest = hashlib.sha256((out_dir / MODEL_FILE).read_bytes()).hexdigest()
     meta = {
-        "id": f"emodb-prosody-lr-{digest[:8]}",
+        "id": f"emodb-{'turn' if turn is not None else 'prosody'}-lr-{digest[:8]}",
         "classes": list(CLASSES),
         "high_arousal": list(HIGH_AROUSAL),
         "heads": {name: list(head.names) for name, head in heads.items()},
@@ -712,6 +734,10 @@ def write_model(out_dir: Path, *, heads: Mapping[str, Head], prosody: ProsodyOpt
         "loso": _round(details),
         "comparison": _round(comparison),
     }
+    if turn is not None:
+        meta["turn"] = {"encoder_id": turn["encoder_id"], "encoding_dim": turn["encoding_dim"],
+                        "training_pack_s": turn["training_pack_s"],
+                        "prior_turns": turn["prior_turns"], **turn["details"]}
     with open(out_dir / META_FILE, "w", encoding="utf-8") as fh:
         json.dump(meta, fh, indent=1, ensure_ascii=False)
         fh.write("\n")
@@ -767,124 +793,3 @@ def cost_per_audio_second(model, y: np.ndarray, *, sr: int, window_s: float = LI
         "predict_ms_per_window": 1000.0 * best_predict / len(starts),
         "turn_ms_per_s": 1000.0 * best_turn / (len(y) / sr),
     }
-
-
-# ---------------------------------------------------------------------------- Whisper encoder (comparison)
-ENCODER_SET = "encoder"
-ENCODER_L2_GRID = (10.0, 30.0, 100.0, 300.0)
-
-
-def encoder_vectors(corpus_dir: Path, *, model_path: Path, cache_dir: Path | None,
-                    threads: int = 2) -> tuple[dict[str, np.ndarray], tuple[str, ...], float]:
-    """Whisper encoder output pooled over each clip: mean and spread of the d_model channels.
-
-    The clip goes in at 16 kHz as the ASR stage sees it (telephone versions resampled back up to
-    16 kHz), as log-mel features of its own length: unpadded, unlike faster-whisper's 30 s windows,
-    so 339 clips x 3 conditions encode in minutes on 2 cores.
-
-    Returns
-    -------
-    vectors : condition -> np.ndarray [shape=(n_clips, 2 * d_model)]
-    names : the column names (``enc_mean_<i>``, ``enc_std_<i>``)
-    encode_s_per_audio_s : encoder seconds per second of audio (16 kHz condition)
-    """
-    import ctranslate2
-    from faster_whisper.feature_extractor import FeatureExtractor
-
-    rows = read_manifest(corpus_dir)
-    h = hashlib.sha256(f"encoder-{_CACHE_FORMAT}".encode())
-    h.update((model_path / "model.bin").stat().st_size.to_bytes(8, "little"))
-    h.update(inspect.getsource(encoder_vectors).encode())
-    for fn in (encode_mulaw, decode_mulaw, resample, telephone_version, other_handset):
-        h.update(inspect.getsource(fn).encode())
-    for r in rows:
-        h.update(r["file"].encode())
-    cache = cache_dir / f"emodb-encoder-{h.hexdigest()[:16]}.npz" if cache_dir is not None else None
-    if cache is not None and cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            vectors = {c: z[c] for c in CONDITIONS}
-            rtf = float(z["rtf"])
-    else:
-        with open(model_path / "config.json", encoding="utf-8") as fh:
-            n_mels = int(json.load(fh).get("num_mel_bins", 80))
-        model = ctranslate2.models.Whisper(str(model_path), device="cpu", compute_type="int8",
-                                           intra_threads=threads)
-        fe = FeatureExtractor(feature_size=n_mels)
-        vecs: dict[str, list[np.ndarray]] = {c: [] for c in CONDITIONS}
-        enc_s = audio_s = 0.0
-        for r in rows:
-            y, sr = sf.read(corpus_dir / r["file"], dtype="float32", always_2d=False)
-            y16 = resample(y, orig_sr=sr, target_sr=16000)
-            versions = {
-                "16k": y16,
-                "8k-mulaw": resample(telephone_version(y, sr=sr), orig_sr=8000, target_sr=16000),
-                "8k-mulaw-other-handset": resample(
-                    telephone_version(other_handset(y, sr=sr, speaker=r["speaker"]), sr=sr),
-                    orig_sr=8000, target_sr=16000),
-            }
-            for cond, audio in versions.items():
-                mel = fe(audio)[None, :, :].astype(np.float32)          # [1, n_mels, frames]
-                t0 = time.perf_counter()
-                out = np.array(model.encode(ctranslate2.StorageView.from_array(mel)))[0]   # [T, d]
-                if cond == "16k":
-                    enc_s += time.perf_counter() - t0
-                    audio_s += len(audio) / 16000
-                vecs[cond].append(np.concatenate([out.mean(axis=0), out.std(axis=0)]).astype(np.float64))
-        vectors = {c: np.vstack(v) for c, v in vecs.items()}
-        rtf = enc_s / audio_s
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, rtf=rtf, **vectors)
-    d = vectors["16k"].shape[1] // 2
-    names = tuple(f"enc_mean_{i}" for i in range(d)) + tuple(f"enc_std_{i}" for i in range(d))
-    return vectors, names, rtf
-
-
-def compare_encoder(options: TrainOptions, *, model_path: Path, prosody: ProsodyOptions | None = None,
-                    clip: float = 5.0, progress=print) -> dict:
-    """Prosody vs Whisper-encoder vs both, under the same LOSO / cross-gender protocol and the same
-    calm-baseline rule as the shipped model. Writes ``encoder_comparison.json`` next to the model."""
-    prosody = prosody or ProsodyOptions()
-    corpus = load_corpus(options.data_dir, prosody=prosody, cache_dir=options.cache_dir)
-    enc, enc_names, rtf = encoder_vectors(options.data_dir / "emodb", model_path=model_path,
-                                          cache_dir=options.cache_dir)
-    progress(f"Whisper encoder: {rtf * 1000:.1f} ms per second of audio (unpadded clips, 2 threads)")
-    both = dataclasses.replace(
-        corpus, names=corpus.names + enc_names,
-        vectors={c: np.hstack([corpus.vectors[c], enc[c]]) for c in CONDITIONS})
-    pros = feature_names(corpus.names, PROSODY_MFCC_SET, head="relative")
-    pros_g = feature_names(corpus.names, PROSODY_MFCC_SET, head="global")
-    # Baselines are formed by the shipped global head's calm judgement, as in the shipped model.
-    _, _, lg = evaluate_candidate(both, HeadSpec(rel=(), abs=pros_g), key="global | prosody+mfcc | l2=3",
-                                  l2=3.0, clip=clip, progress=progress)
-    calm_sets = calm_flags(both, lg)
-    comparison: dict[str, dict] = {}
-    candidates = {
-        "global | encoder": (HeadSpec(rel=(), abs=enc_names), None),
-        "global | prosody+mfcc+encoder": (HeadSpec(rel=(), abs=pros_g + enc_names), None),
-        "relative | encoder | calm-labels": (HeadSpec(rel=enc_names, abs=()), "calm-labels"),
-        "relative | prosody+mfcc+encoder | calm-labels": (HeadSpec(rel=pros + enc_names, abs=()), "calm-labels"),
-    }
-    best: dict[str, tuple] = {}
-    for name, (spec, kind) in candidates.items():
-        for l2 in ENCODER_L2_GRID:
-            score, res, _ = evaluate_candidate(both, spec, key=f"{name} | l2={l2:g}", l2=l2, clip=clip,
-                                               calm_sets=calm_sets, calm_kind=kind, comparison=comparison,
-                                               progress=progress)
-            if name not in best or score > best[name][0] + 1e-9:
-                best[name] = (score, l2, res)
-    summary = {
-        "encoder_ms_per_audio_s": rtf * 1000.0,
-        "note": "unpadded clip-length encoder input; mean+std pooling over all encoder frames",
-        "best": {name: {"l2": l2, "score": score,
-                         **{c: {**{m: r[c][m] for m in _HEADLINE},
-                                "cross_gender_uar_4class": r[c]["cross_gender"]["uar_4class"]}
-                            for c in CONDITIONS}}
-                 for name, (score, l2, r) in best.items()},
-        "all": comparison,
-    }
-    options.out_dir.mkdir(parents=True, exist_ok=True)
-    with open(options.out_dir / "encoder_comparison.json", "w", encoding="utf-8") as fh:
-        json.dump(_round(summary), fh, indent=1)
-        fh.write("\n")
-    return summary

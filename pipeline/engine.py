@@ -105,6 +105,9 @@ class Engine:
                            save=store.save_shift if store else None)
         engine = cls(config, vad=vad, transcriber=transcriber, extractor=extractor, emotion=emotion,
                      text=text, shifts=shifts)
+        if emotion is not None and transcriber is not None and not engine.turn_emotion:
+            log.info("emotion model %s has no turn heads for ASR encoder %s: turns get prosody-only emotion",
+                     emotion.model_id, getattr(transcriber, "encoder_id", None))
         if warm_up:
             engine.warm_up()
         log.info("engine loaded in %.1f s", time.perf_counter() - t0)
@@ -119,6 +122,13 @@ class Engine:
     @property
     def emotion_source(self) -> str:
         return f"model:{self.emotion.model_id}" if self.emotion is not None else "prosody-rules"
+
+    @property
+    def turn_emotion(self) -> bool:
+        """Whether transcribed turns get the turn heads (prosody + the ASR's pooled encoder output):
+        the model must have them, trained on encodings of this transcriber's kind."""
+        return (self.emotion is not None and self.transcriber is not None
+                and self.emotion.turn_ready_for(getattr(self.transcriber, "encoder_id", None)))
 
     def open_call(self, info: CallInfo, *, defer_asr: bool = False) -> "CallSession":
         """A new call's state. ``defer_asr`` (live): transcription windows are handed out as jobs
@@ -181,6 +191,7 @@ class _Segment:
     arousal: float | None = None
     prosody: Mapping | None = None
     words: tuple = ()
+    vector: Any = None       # the turn's emotion feature vector (not written out)
 
     def as_json(self) -> dict:
         return {"speaker": self.speaker, "start_s": round(self.start_s, 2), "end_s": round(self.end_s, 2),
@@ -203,6 +214,7 @@ class _Channel:
     ring_pros: _Ring
     prosody_baseline: SpeakerBaseline
     emotion_baseline: Any
+    turn_baseline: Any
     speech_flags: list = field(default_factory=list)   # per VAD window: speech yes/no
     speech_s: float = 0.0
     backlog: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # 16 kHz not yet through VAD
@@ -252,7 +264,8 @@ class CallSession:
                      StreamResampler(orig_sr=info.sample_rate_hz, target_sr=self._prosody_sr),
                      engine.vad.stream(role), _Ring(SAMPLE_RATE_HZ), _Ring(self._prosody_sr),
                      SpeakerBaseline(cfg.prosody),
-                     engine.emotion.new_baseline() if engine.emotion is not None else None)
+                     engine.emotion.new_baseline() if engine.emotion is not None else None,
+                     engine.emotion.new_turn_baseline() if engine.turn_emotion else None)
             for i, role in enumerate(info.roles())]
         self._samples_in = 0
         self._next_tick = 1
@@ -506,6 +519,7 @@ class CallSession:
                 ch.prosody_baseline.ready if ch.emotion_baseline is None else ch.emotion_baseline.ready)
             emo["prosody"] = feats.as_dict()
             emo["z"] = {k: round(v, 2) for k, v in z.items()}
+            emo["vector"] = vec
             return emo
         except Exception as exc:  # noqa: BLE001 - a stage failure must not end the call
             self._stage_error("prosody_emotion", end_s, exc)
@@ -521,6 +535,7 @@ class CallSession:
                            "source": emo["source"]}
             seg.arousal = float(emo["arousal"])
             seg.prosody = {**emo["prosody"], "z": emo["z"]}
+            seg.vector = emo["vector"]
         self._segments.append(seg)
         idx = len(self._segments) - 1
         asr = self.config.asr
@@ -602,6 +617,9 @@ class CallSession:
             n = self._language_windows
             self._language_prior[lang] = (self._language_prior.get(lang, 0.0) * n + p) / (n + 1)
         self._language_windows += 1
+        if self.engine.turn_emotion:
+            for idx, encoding in zip(job.indices, window.encodings):
+                self._turn_emotion(idx, encoding, t)
         by_start = {round(c.start_s, 3): idx for idx, c in zip(job.indices, job.chunks)}
         events: list = []
         for res in window.events:
@@ -609,6 +627,29 @@ class CallSession:
             if idx is not None:
                 events.append(self._on_text(idx, res, t))
         return events
+
+    def _turn_emotion(self, idx: int, encoding: np.ndarray | None, t: float) -> None:
+        """Re-score a transcribed turn with the turn heads: its prosody vector plus the pooled encoder
+        output of the window the ASR ran anyway, against the speaker's earlier calm-looking turns."""
+        seg = self._segments[idx]
+        if encoding is None or seg.vector is None:
+            return
+        ch = next(c for c in self._channels if c.speaker == seg.speaker)
+        t0 = time.perf_counter()
+        try:
+            model = self.engine.emotion
+            x = model.turn_vector(seg.vector, encoding)
+            scores = model.predict_turn(x, baseline=ch.turn_baseline)
+            # only calm-looking turns teach the speaker's baseline, as in training
+            ch.turn_baseline.update(x, calm=model.turn_looks_calm(x))
+        except Exception as exc:  # noqa: BLE001 - one turn's emotion failing must not end the call
+            self._stage_error("prosody_emotion", t, exc)
+            return
+        finally:
+            self._stage_time["prosody_emotion"] += time.perf_counter() - t0
+        seg.emotion = {"label": scores.label, "scores": {k: round(v, 3) for k, v in scores.scores.items()},
+                       "source": scores.source}
+        seg.arousal = float(scores.arousal)
 
     def _on_text(self, idx: int, res: TranscriptEvent, t_available: float) -> TranscriptEvent:
         seg = self._segments[idx]
@@ -634,7 +675,7 @@ class CallSession:
         words = tuple(dataclasses.replace(w, text=m) for w, m in zip(res.words, masked))
         seg.words = words
         return TranscriptEvent(seg.speaker, seg.start_s, seg.end_s, text, res.language, True, words,
-                               sentiment or 0.0, flags)
+                               sentiment or 0.0, flags, seg.emotion)
 
     # -- alerts, strain ---------------------------------------------------------------------------
     def _record_alert(self, ev: AlertEvent) -> AlertEvent:

@@ -38,6 +38,8 @@ class TranscriptEvent:
     words: tuple[Word, ...] = ()
     sentiment: float = 0.0
     flags: tuple[str, ...] = ()
+    # the turn's acoustic emotion (label, scores, source) when known: the turn heads' once transcribed
+    emotion: Mapping | None = None
 
 
 @dataclass(frozen=True)

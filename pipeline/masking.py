@@ -332,9 +332,12 @@ def _spans_in_run(text: str, run: list[_Group], options: MaskingOptions) -> list
                     best[i], choice[i] = score, (j, found[0], found[1])
 
     leftover: list[_Group] = []
+    # In a run too long to be one number, digits left between recognised numbers are part of the same
+    # long string ("3000 0000 0000 0000 0004 5"): they are masked from 4 digits on, not left in the clear.
+    min_leftover = 4 if total_digits > _MAX_SPAN_DIGITS else options.long_number_min_digits
 
     def flush_leftover() -> None:
-        if options.mask_long_numbers and sum(len(g.digits) for g in leftover) >= options.long_number_min_digits:
+        if options.mask_long_numbers and sum(len(g.digits) for g in leftover) >= min_leftover:
             spans.append((leftover[0].start, leftover[-1].end, NUMBER))
         leftover.clear()
 

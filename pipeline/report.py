@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
+from .store import finite_number
+
 log = logging.getLogger(__name__)
 
 # Colour-blind-safe pairs that also survive greyscale printing (different lightness).
@@ -68,27 +70,27 @@ def summary_row(result: Mapping) -> dict[str, Any]:
     alerts = result.get("alerts") or []
     talk_share = summary.get("talk_share") or {}
     takeovers = [a for a in alerts if a.get("action") == "supervisor_takeover"]
-    first_takeover = min((_num(a.get("raised_at_s")) for a in takeovers if _num(a.get("raised_at_s")) is not None),
+    first_takeover = min((finite_number(a.get("raised_at_s")) for a in takeovers if finite_number(a.get("raised_at_s")) is not None),
                          default=None)
     row = {
         "call_id": _safe_cell(result.get("call_id")),
         "source": _safe_cell(result.get("source")),
         "agent_id": _safe_cell(result.get("agent_id")),
         "started_at": _safe_cell(result.get("started_at")),
-        "duration_s": _csv_num(result.get("duration_s"), 3),
+        "duration_s": _csvfinite_number(result.get("duration_s"), 3),
         "languages": _safe_cell(";".join(result.get("languages") or [])),
-        "peak_agitation": _csv_num(_peak_agitation(result), 3),
-        "mean_agitation": _csv_num(summary.get("mean_agitation"), 3),
+        "peak_agitation": _csvfinite_number(_peak_agitation(result), 3),
+        "mean_agitation": _csvfinite_number(summary.get("mean_agitation"), 3),
         "n_segments": len(result.get("segments") or []),
         "n_supervisor_takeover": len(takeovers),
         "n_recovery_break": sum(1 for a in alerts if a.get("action") == "recovery_break"),
-        "first_takeover_raised_at_s": _csv_num(first_takeover, 2),
-        "caller_sentiment_score": _csv_num(summary.get("caller_sentiment_score"), 0),
-        "agent_strain_end": _csv_num(summary.get("agent_strain_end"), 3),
-        "talk_share_agent": _csv_num(talk_share.get("agent"), 3),
-        "talk_share_caller": _csv_num(talk_share.get("caller"), 3),
-        "overtalk_s": _csv_num(summary.get("overtalk_s"), 2),
-        "long_silences": _csv_num(summary.get("long_silences"), 0),
+        "first_takeover_raised_at_s": _csvfinite_number(first_takeover, 2),
+        "caller_sentiment_score": _csvfinite_number(summary.get("caller_sentiment_score"), 0),
+        "agent_strain_end": _csvfinite_number(summary.get("agent_strain_end"), 3),
+        "talk_share_agent": _csvfinite_number(talk_share.get("agent"), 3),
+        "talk_share_caller": _csvfinite_number(talk_share.get("caller"), 3),
+        "overtalk_s": _csvfinite_number(summary.get("overtalk_s"), 2),
+        "long_silences": _csvfinite_number(summary.get("long_silences"), 0),
         "n_stage_errors": len(summary.get("stage_errors") or []),
         "emotion_source": _safe_cell(summary.get("emotion_source")),
         "asr_model": _safe_cell(summary.get("asr_model")),
@@ -107,7 +109,7 @@ def render_call_html(result: Mapping) -> str:
     alerts = list(result.get("alerts") or [])
     segments = list(result.get("segments") or [])
     peak = _peak_agitation(result)
-    threshold = _num(summary.get("agitation_raise_level"))
+    threshold = finite_number(summary.get("agitation_raise_level"))
 
     facts = [
         ("Duration", _clock(result.get("duration_s"))),
@@ -157,7 +159,7 @@ def _alerts_section(alerts: Sequence[Mapping]) -> str:
     cards = []
     for a in alerts:
         action = str(a.get("action") or "")
-        cleared = _num(a.get("cleared_at_s"))
+        cleared = finite_number(a.get("cleared_at_s"))
         reasons = "".join(f"<li>{_e(r)}</li>" for r in a.get("reasons") or []) or "<li>—</li>"
         cls = "alert-card strain" if a.get("kind") == "agent_strain" else "alert-card"
         cards.append(
@@ -179,12 +181,12 @@ def _alerts_section(alerts: Sequence[Mapping]) -> str:
 def _transcript_section(segments: Sequence[Mapping], alerts: Sequence[Mapping]) -> str:
     if not segments:
         return '<section><h2>Transcript</h2><p class="muted">No speech turns were found.</p></section>'
-    onsets = sorted(t for t in (_num(a.get("onset_s")) for a in alerts if a.get("kind") == "caller_agitation")
+    onsets = sorted(t for t in (finite_number(a.get("onset_s")) for a in alerts if a.get("kind") == "caller_agitation")
                     if t is not None)
     rows = []
     marked = False
     for s in segments:
-        end = _num(s.get("end_s"))
+        end = finite_number(s.get("end_s"))
         # The marker goes above the first turn still running at the onset: the turn where it began.
         if onsets and not marked and end is not None and end > onsets[0]:
             rows.append(f'<tr class="onset-row"><td colspan="5">Caller agitation begins at '
@@ -193,7 +195,7 @@ def _transcript_section(segments: Sequence[Mapping], alerts: Sequence[Mapping]) 
         speaker = str(s.get("speaker") or "mixed")
         text = s.get("text") or ""
         text_html = _e(text) if text else '<span class="muted">(no transcript)</span>'
-        sentiment = _num(s.get("sentiment"))
+        sentiment = finite_number(s.get("sentiment"))
         emotion = (s.get("emotion") or {}).get("label")
         flags = "".join(f'<span class="flag">{_e(str(f).replace("_", " "))}</span>' for f in s.get("flags") or [])
         lang = s.get("language")
@@ -204,7 +206,7 @@ def _transcript_section(segments: Sequence[Mapping], alerts: Sequence[Mapping]) 
             f'<td class="text"{_lang_attr(lang)}>{text_html}{f"""<span class="lang">{_e(lang)}</span>""" if lang else ""}</td>'
             f'<td class="sent"><span class="chip {_e(_sentiment_class(sentiment))}">{_e(_sentiment_text(sentiment))}'
             f"</span></td>"
-            f'<td class="cues">{_e(emotion or "")}{" · arousal " + _e(_fmt(s.get("arousal"), 2)) if _num(s.get("arousal")) is not None else ""}'
+            f'<td class="cues">{_e(emotion or "")}{" · arousal " + _e(_fmt(s.get("arousal"), 2)) if finite_number(s.get("arousal")) is not None else ""}'
             f"{flags}</td>"
             "</tr>"
         )
@@ -270,10 +272,10 @@ def timeline_svg(result: Mapping) -> str:
     segments = list(result.get("segments") or [])
     alerts = list(result.get("alerts") or [])
     summary = result.get("summary") or {}
-    duration = _num(result.get("duration_s")) or max(
-        [_num(p.get("t_s")) or 0.0 for p in timeline] + [_num(s.get("end_s")) or 0.0 for s in segments] + [1.0]
+    duration = finite_number(result.get("duration_s")) or max(
+        [finite_number(p.get("t_s")) or 0.0 for p in timeline] + [finite_number(s.get("end_s")) or 0.0 for s in segments] + [1.0]
     )
-    threshold = _num(summary.get("agitation_raise_level"))
+    threshold = finite_number(summary.get("agitation_raise_level"))
 
     rc = {
         "svg.fonttype": "none",  # text stays text: smaller, selectable, prints sharply
@@ -293,17 +295,17 @@ def timeline_svg(result: Mapping) -> str:
 
         onset_labelled = False
         for a in alerts:
-            raised = _num(a.get("raised_at_s"))
+            raised = finite_number(a.get("raised_at_s"))
             if raised is None:
                 continue
-            cleared = _num(a.get("cleared_at_s"))
+            cleared = finite_number(a.get("cleared_at_s"))
             colour = _STRAIN_COLOUR if a.get("kind") == "agent_strain" else _AGITATION_COLOUR
             ax.axvspan(raised, cleared if cleared is not None else duration, color=colour, alpha=0.08, lw=0)
             ax.axvline(raised, color=colour, lw=1.2)
             label = _ACTION_LABELS.get(str(a.get("action")), str(a.get("action") or "alert"))
             ax.annotate(f"{label} {_clock(raised)}", xy=(raised, 1.0), xytext=(3, -3), textcoords="offset points",
                         va="top", ha="left", fontsize=8, color=colour, fontweight="bold")
-            onset = _num(a.get("onset_s"))
+            onset = finite_number(a.get("onset_s"))
             if onset is not None:
                 ax.plot([onset], [0.02], marker="^", ms=7, color=colour, clip_on=False, zorder=5, ls="none",
                         label="_nolegend_" if onset_labelled else "alert onset")
@@ -337,7 +339,7 @@ def timeline_svg(result: Mapping) -> str:
 
         speakers = [s for s in ("agent", "caller", "mixed") if any(seg.get("speaker") == s for seg in segments)]
         for row, speaker in enumerate(reversed(speakers)):
-            spans = [(_num(s.get("start_s")), _num(s.get("end_s"))) for s in segments if s.get("speaker") == speaker]
+            spans = [(finite_number(s.get("start_s")), finite_number(s.get("end_s"))) for s in segments if s.get("speaker") == speaker]
             spans = [(a, b - a) for a, b in spans if a is not None and b is not None and b > a]
             bands.broken_barh(spans, (row + 0.18, 0.64), color=_SPEAKER_COLOURS[speaker], lw=0)
         if not speakers:
@@ -401,7 +403,7 @@ def _tick_step_s(duration_s: float) -> float:
 
 def render_batch_html(results: Sequence[Mapping], failures: Sequence[tuple[str, str]]) -> str:
     """The HTML of the batch index page."""
-    total_s = sum(_num(r.get("duration_s")) or 0.0 for r in results)
+    total_s = sum(finite_number(r.get("duration_s")) or 0.0 for r in results)
     n_takeover = sum(1 for r in results for a in r.get("alerts") or [] if a.get("action") == "supervisor_takeover")
     n_break = sum(1 for r in results for a in r.get("alerts") or [] if a.get("action") == "recovery_break")
     stats = [
@@ -419,7 +421,7 @@ def render_batch_html(results: Sequence[Mapping], failures: Sequence[tuple[str, 
         alert_bits = []
         takeovers = [a for a in alerts if a.get("action") == "supervisor_takeover"]
         if takeovers:
-            first = min((_num(a.get("raised_at_s")) for a in takeovers if _num(a.get("raised_at_s")) is not None),
+            first = min((finite_number(a.get("raised_at_s")) for a in takeovers if finite_number(a.get("raised_at_s")) is not None),
                         default=None)
             alert_bits.append(f'<span class="pill pill-alert">takeover{" ×" + str(len(takeovers)) if len(takeovers) > 1 else ""}'
                               f'{" at " + _e(_clock(first)) if first is not None else ""}</span>')
@@ -432,7 +434,7 @@ def render_batch_html(results: Sequence[Mapping], failures: Sequence[tuple[str, 
             f'<td>{_e(r.get("agent_id") or "—")}</td>'
             f'<td class="num">{_e(_clock(r.get("duration_s")))}</td>'
             f'<td>{_e(", ".join(r.get("languages") or []) or "—")}</td>'
-            f"<td>{_level_bar(_peak_agitation(r), _num(summary.get('agitation_raise_level')), compact=True)}</td>"
+            f"<td>{_level_bar(_peak_agitation(r), finite_number(summary.get('agitation_raise_level')), compact=True)}</td>"
             f'<td class="num">{_e(_score_text(summary.get("caller_sentiment_score")))}</td>'
             f'<td>{"".join(alert_bits) or """<span class="muted">none</span>"""}</td>'
             "</tr>"
@@ -586,33 +588,24 @@ def _e(value: Any) -> str:
 # Formatting helpers
 
 
-def _num(value: Any) -> float | None:
-    """A finite float, or None for missing, non-numeric, NaN or infinite values."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def _nan_if_none(value: Any) -> float:
-    x = _num(value)
+    x = finite_number(value)
     return math.nan if x is None else x
 
 
 def _peak_agitation(result: Mapping) -> float | None:
-    peak = _num((result.get("summary") or {}).get("peak_agitation"))
+    peak = finite_number((result.get("summary") or {}).get("peak_agitation"))
     if peak is not None:
         return peak
-    levels = [x for x in (_num(p.get("caller_agitation")) for p in result.get("timeline") or []) if x is not None]
+    levels = [x for x in (finite_number(p.get("caller_agitation")) for p in result.get("timeline") or []) if x is not None]
     return max(levels) if levels else None
 
 
 def _clock(value: Any) -> str:
     """Seconds as m:ss (h:mm:ss past an hour); '—' when unknown."""
-    x = _num(value)
+    x = finite_number(value)
     if x is None:
         return "—"
     total = int(round(max(0.0, x)))
@@ -622,24 +615,24 @@ def _clock(value: Any) -> str:
 
 
 def _fmt(value: Any, digits: int) -> str:
-    x = _num(value)
+    x = finite_number(value)
     return "—" if x is None else f"{x:.{digits}f}"
 
 
 def _seconds_text(value: Any) -> str:
-    x = _num(value)
+    x = finite_number(value)
     return "—" if x is None else f"{x:.1f} s"
 
 
 def _score_text(value: Any) -> str:
-    x = _num(value)
+    x = finite_number(value)
     return "—" if x is None else f"{int(round(x)):+d}"
 
 
 def _talk_share_text(share: Any) -> str:
     if not isinstance(share, Mapping) or not share:
         return "—"
-    return " / ".join(f"{k} {100.0 * v:.0f}%" for k, v in share.items() if _num(v) is not None) or "—"
+    return " / ".join(f"{k} {100.0 * v:.0f}%" for k, v in share.items() if finite_number(v) is not None) or "—"
 
 
 def _channels_text(channels: Any) -> str:
@@ -666,8 +659,8 @@ def _sentiment_text(value: float | None) -> str:
     return "—" if value is None else f"{value:+.2f}"
 
 
-def _csv_num(value: Any, digits: int) -> str:
-    x = _num(value)
+def _csvfinite_number(value: Any, digits: int) -> str:
+    x = finite_number(value)
     if x is None:
         return ""
     return str(int(round(x))) if digits == 0 else f"{x:.{digits}f}"

@@ -229,17 +229,17 @@ class Store:
                 "n_alerts = excluded.n_alerts, json = excluded.json, saved_at = excluded.saved_at, "
                 "saved_seq = excluded.saved_seq",
                 (call_id, result.get("source"), result.get("agent_id"), _text_or_none(started_at),
-                 _num(result.get("duration_s")), json.dumps(list(result.get("languages") or [])),
-                 _num(peak), len(alerts), body, _utc_now(), seq),
+                 finite_number(result.get("duration_s")), json.dumps(list(result.get("languages") or [])),
+                 finite_number(peak), len(alerts), body, _utc_now(), seq),
             )
             db.execute("DELETE FROM segments WHERE call_id = ?", (call_id,))
             db.executemany(
                 "INSERT INTO segments (call_id, idx, speaker, start_s, end_s, text, language, sentiment, "
                 "arousal, emotion_label, flags) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (call_id, i, s.get("speaker", "mixed"), _num(s.get("start_s")) or 0.0,
-                     _num(s.get("end_s")) or 0.0, s.get("text") or "", s.get("language"),
-                     _num(s.get("sentiment")), _num(s.get("arousal")),
+                    (call_id, i, s.get("speaker", "mixed"), finite_number(s.get("start_s")) or 0.0,
+                     finite_number(s.get("end_s")) or 0.0, s.get("text") or "", s.get("language"),
+                     finite_number(s.get("sentiment")), finite_number(s.get("arousal")),
                      (s.get("emotion") or {}).get("label"), json.dumps(list(s.get("flags") or [])))
                     for i, s in enumerate(segments)
                 ],
@@ -255,8 +255,8 @@ class Store:
                 "onset_s = excluded.onset_s, raised_at_s = excluded.raised_at_s, "
                 "cleared_at_s = excluded.cleared_at_s, level = excluded.level, reasons = excluded.reasons",
                 [
-                    (aid, call_id, a.get("kind", ""), a.get("action", ""), _num(a.get("onset_s")),
-                     _num(a.get("raised_at_s")), _num(a.get("cleared_at_s")), _num(a.get("level")),
+                    (aid, call_id, a.get("kind", ""), a.get("action", ""), finite_number(a.get("onset_s")),
+                     finite_number(a.get("raised_at_s")), finite_number(a.get("cleared_at_s")), finite_number(a.get("level")),
                      json.dumps(list(a.get("reasons") or []), ensure_ascii=False))
                     for aid, a in zip(alert_ids, alerts)
                 ],
@@ -370,8 +370,10 @@ def _dumps(value: Mapping, what: str) -> str:
         raise StoreError(f"cannot store {what}: {exc}; pass plain JSON types (dict, list, str, numbers)") from exc
 
 
-def _num(value: Any) -> float | None:
-    if value is None:
+def finite_number(value: Any) -> float | None:
+    """A finite float, or None for missing, boolean, non-numeric, NaN or infinite values (result JSON
+    read back from disk may hold any of these)."""
+    if value is None or isinstance(value, bool):
         return None
     try:
         x = float(value)

@@ -3,6 +3,10 @@
 
     python scripts/train_emotion.py                       # LOSO comparison, then train and write
     python scripts/train_emotion.py --data /path/to/data  # folder holding emodb/ (default $CALLPULSE_DATA)
+    python scripts/train_emotion.py --no-encoder          # prosody heads only (no Whisper needed)
+
+The per-turn heads use the Whisper encoder of the ASR stage's default model ([asr] model = "base",
+assembled offline by pipeline.asr), packed and encoded exactly as transcription does.
 
 Deterministic: the same data, code and library versions give byte-identical weights. Extracted
 features are cached under .cache/emotion/ (delete it to re-extract).
@@ -19,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.emotion_training import (  # noqa: E402
-    CONDITIONS, FEATURE_SETS, TrainOptions, compare_encoder, data_dir_default, evaluate_and_train,
+    CONDITIONS, FEATURE_SETS, TrainOptions, data_dir_default, evaluate_and_train,
 )
 
 
@@ -31,23 +35,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=REPO / ".cache" / "emotion")
     ap.add_argument("--feature-set", default="auto", choices=("auto",) + FEATURE_SETS)
     ap.add_argument("--l2", type=float, default=-1.0, help="L2 penalty (default: chosen by LOSO)")
-    ap.add_argument("--compare-encoder", type=Path, metavar="CT2_WHISPER_DIR", default=None,
-                    help="also compare Whisper-encoder features (a CTranslate2 Whisper model folder, e.g. "
-                    "~/.cache/callpulse/whisper-base-ct2); writes encoder_comparison.json, the model is unchanged")
+    ap.add_argument("--no-encoder", action="store_true",
+                    help="skip the per-turn heads (prosody + Whisper encoder); the model then has none")
+    ap.add_argument("--pack-s", type=float, default=0.0,
+                    help="turn heads: pack each speaker's clips into Whisper windows of up to this many seconds "
+                    "(default 0: each clip alone, as a one-turn window; packing is a measured comparison)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     options = TrainOptions(data_dir=args.data or data_dir_default(), out_dir=args.out,
-                           cache_dir=args.cache, feature_set=args.feature_set, l2=args.l2)
-    if args.compare_encoder is not None:
-        summary = compare_encoder(options, model_path=args.compare_encoder.expanduser())
-        print("\nbest of each (LOSO / cross-gender 4-class UAR, 16k / 8k-mulaw / other handset):")
-        for name, r in summary["best"].items():
-            print(f"  {name:48s} l2={r['l2']:<5g} " + " / ".join(f"{r[c]['uar_4class']:.3f}" for c in CONDITIONS)
-                  + "   " + " / ".join(f"{r[c]['cross_gender_uar_4class']:.3f}" for c in CONDITIONS))
-        return 0
-    meta = evaluate_and_train(options)
+                           cache_dir=args.cache, feature_set=args.feature_set, l2=args.l2,
+                           pack_s=args.pack_s)
+    transcriber = None
+    if not args.no_encoder:
+        from pipeline.asr import AsrOptions, Transcriber
+
+        # cpu_threads 2: deterministic encodings whatever the machine (int8 GEMM sums in a fixed order)
+        transcriber = Transcriber.load(AsrOptions(cpu_threads=2))
+    meta = evaluate_and_train(options, transcriber=transcriber)
     loso = meta["loso"]
     print(f"\nmodel {meta['id']} written to {args.out}")
     rows = [(f"{head} {rate}", loso[head][rate])
@@ -61,6 +67,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{meta['feature_extraction_s']:.1f} s)")
     print("relative head, recall per class:",
           json.dumps({r: loso["relative"][r]["recall_per_class"] for r in CONDITIONS}))
+    if "turn" in meta:
+        turn = meta["turn"]
+        print(f"\nturn heads (encoder {turn['encoder_id']}; encoding took "
+              f"{1000 * meta['encode_s_per_s']:.1f} ms per s of audio when not cached), LOSO:")
+        for key, r in turn["best"].items():
+            print(f"  {key:22s} l2={r['l2']:<4g}" + "".join(
+                f"  {c}: UAR4 {r[c]['uar_4class']:.3f} a/n {r[c]['uar_angry_vs_neutral']:.3f} "
+                f"arousal {r[c]['uar_high_vs_low_arousal']:.3f} ECE {r[c]['ece']:.3f}" for c in CONDITIONS[:2]))
+        print("  turn_speaker with a baseline of only N other clips (UAR4 per condition):",
+              json.dumps(turn["turn_speaker"].get("few_turn_baselines")))
     return 0
 
 

@@ -229,3 +229,16 @@ def test_recent_audio_ring_returns_what_was_appended_by_call_time_across_wraps()
         end = (i + 7) / sr
         np.testing.assert_array_equal(ring.slice(end - 2.0, end), signal[max(0, i + 7 - 200): i + 7])
     assert ring.slice(0.0, 1.0).size == 0  # older than the ring keeps
+
+
+@pytest.mark.slow
+def test_transcribed_turns_are_rescored_by_the_turn_heads_on_the_asr_encoder_pass(sample_results):
+    """Each transcribed turn's emotion comes from prosody + the pooled output of the encoder pass the
+    ASR ran anyway; a speaker's later turns are judged against their own earlier ones."""
+    turns = [s for s in sample_results["escalating_en"]["segments"] if s["text"]]
+    heads = [s["emotion"]["source"].rsplit("/", 1)[-1] for s in turns]
+    assert "turn_global" in heads and set(heads) <= {"turn_global", "turn_speaker"}
+    caller = [s for s in turns if s["speaker"] == "caller"]
+    before = [s["arousal"] for s in caller if s["end_s"] < 31.6]     # the sample's escalation onset
+    after = [s["arousal"] for s in caller if s["start_s"] > 31.6]
+    assert before and after and max(after) > max(before) + 0.3

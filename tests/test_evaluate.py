@@ -303,6 +303,31 @@ def test_real_model_on_emodb_is_scored_leave_one_speaker_out(data_dir, tmp_path)
     assert m["angry_vs_neutral"]["uar"] > 0.8
 
 
+@pytest.mark.slow
+def test_turn_heads_on_emodb_are_scored_with_the_asr_encoder_and_the_speakers_other_clips(data_dir, tmp_path, engine):
+    """prosody + Whisper encoder, each clip standardised by its speaker's other clips, leave-one-speaker-out."""
+    res = evaluate_emotion(options=EmotionEvalOptions(manifest=str(data_dir / "emodb" / "manifest.csv"), limit=80,
+                                                      features="both", speaker_baseline=True, telephone=True),
+                           config=None, run=QUIET, out=tmp_path, cache_dir=tmp_path / "items",
+                           model=engine.emotion, transcriber=engine.transcriber)
+    m = res.metrics
+    assert m["protocol"] == "loso" and m["features"] == "both" and m["variant"] == "8k-mulaw+both+speaker-baseline"
+    assert set(m["heads_used"]) == {"turn_speaker"}                 # source ".../both/turn_speaker"
+    assert m["uar"] > 0.6 and m["angry_vs_neutral"]["uar"] > 0.85  # chance is 0.25 / 0.5
+    assert len(list((tmp_path / "items" / "emotion-encoder").glob("*.json"))) == m["n_items"]
+
+
+def test_emotion_variant_names_choose_rate_features_and_baseline():
+    from pipeline.evaluate.suite import EMOTION_VARIANTS, emotion_variant_options
+
+    o = emotion_variant_options(EmotionEvalOptions(), "8k-mulaw+both+speaker-baseline")
+    assert (o.telephone, o.features, o.speaker_baseline) == (True, "both", True)
+    assert o.variant == "8k-mulaw+both+speaker-baseline"
+    assert emotion_variant_options(EmotionEvalOptions(), "native").features == "prosody"
+    assert len(EMOTION_VARIANTS) == 12 and all(emotion_variant_options(EmotionEvalOptions(), v).variant == v
+                                               for v in EMOTION_VARIANTS)
+
+
 # --- text, with a scripted fake scorer -----------------------------------------------------------------
 
 class FakeTextScore:
@@ -505,6 +530,7 @@ def test_every_evaluate_subcommand_parses_and_has_a_handler():
 
     parser = build_parser()
     for argv in (["asr", "--no-direct"], ["emotion", "--telephone", "--speaker-baseline", "--protocol", "loso"],
+                 ["emotion", "--features", "both", "--all-variants"],
                  ["alerts", "--no-plots"], ["text", "--manifest", "a.csv", "--manifest", "b.csv"],
                  ["all", "--workers", "2", "--limit", "5", "--cache", "c", "--no-resume"]):
         args = parser.parse_args(["evaluate", *argv])

@@ -157,6 +157,13 @@ def test_card_and_phone_read_in_one_breath_are_both_masked():
     assert not re.search(r"\b(one|two|three|four|five|six|seven|eight|nine|zero)\b", masked)
 
 
+@pytest.mark.parametrize("text", ["3000 0000 0000 0000 0004 5", "30000 0000 0000 0000 0004",
+                                  "3000 0000 0000 0000 00004 1234"])
+def test_no_digits_survive_in_a_spaced_run_too_long_to_be_one_number(text):
+    masked = mask_text(text, OPTIONS)
+    assert not re.search(r"\d", masked), masked
+
+
 def test_card_number_with_a_misheard_digit_is_still_masked():
     assert mask_text("card 4532 0151 1283 0367", OPTIONS) == "card [NUMBER]"
     assert mask_text("card 4532 0151 1283 0367", MaskingOptions(mask_long_numbers=False)) == "card 4532 0151 1283 0367"

@@ -18,7 +18,7 @@ from ..errors import PipelineError
 from . import report
 from .alerts import evaluate_alerts
 from .asr import evaluate_asr
-from .emotion import PROTOCOLS, evaluate_emotion
+from .emotion import FEATURES, PROTOCOLS, evaluate_emotion
 from .runner import RunOptions
 from .suite import SuiteOptions, emotion_variant_options, load_eval_config
 from .text import evaluate_text
@@ -58,6 +58,12 @@ def register(sub) -> None:
     e.add_argument("--speaker-baseline", action="store_true",
                    help="feed each speaker's other clips (audio only) into their baseline first")
     e.add_argument("--telephone", action="store_true", help="score 8 kHz G.711 mu-law versions of the clips")
+    e.add_argument("--features", choices=FEATURES, default="prosody",
+                   help="prosody: the per-second heads; encoder / both: the per-turn heads' inputs (Whisper "
+                   "encoder output pooled over the clip, alone or with prosody)")
+    e.add_argument("--all-variants", action="store_true",
+                   help="every rate x features x baseline variant in one run and one report (the [evaluate] "
+                   "emotion_variants list; by default all 12)")
     e.add_argument("--protocol", choices=PROTOCOLS, default="auto",
                    help="auto: leave-one-speaker-out when the model learnt from these speakers (default)")
     e.set_defaults(func=_run_emotion)
@@ -138,9 +144,12 @@ def _run_asr(args: argparse.Namespace) -> int:
 
 
 def _run_emotion(args: argparse.Namespace) -> int:
+    if args.all_variants:
+        return _run_all(args, only=("emotion",))
     return _single(args, "emotion", evaluate_emotion,
                    lambda s: dataclasses.replace(s.emotion, speaker_baseline=args.speaker_baseline,
                                                  telephone=args.telephone, protocol=args.protocol,
+                                                 features=args.features,
                                                  **_manifest_overrides(args)))
 
 
@@ -174,7 +183,7 @@ def _suite_jobs(suite: SuiteOptions, *, limit: dict, out: Path, cache: Path, con
                 o = dataclasses.replace(emotion_variant_options(suite.emotion, variant), **limit)
                 jobs.append((f"emotion:{variant}", dataclasses.asdict(o), lambda o=o, v=variant: evaluate_emotion(
                     options=o, config=config, run=run, out=out / f"emotion-{v}", cache_dir=cache,
-                    model=engine.emotion, fold_cache=folds)))
+                    model=engine.emotion, fold_cache=folds, transcriber=engine.transcriber)))
         elif name == "alerts":
             o = dataclasses.replace(suite.alerts, **limit)
             jobs.append((name, dataclasses.asdict(o), lambda o=o: evaluate_alerts(
@@ -186,7 +195,7 @@ def _suite_jobs(suite: SuiteOptions, *, limit: dict, out: Path, cache: Path, con
     return jobs
 
 
-def _run_all(args: argparse.Namespace) -> int:
+def _run_all(args: argparse.Namespace, *, only: tuple[str, ...] | None = None) -> int:
     """Every evaluation of the suite with one engine (models loaded once), one metrics.json and report.
 
     An evaluation that cannot run (e.g. its manifest is missing) is reported as failed and the others go
@@ -195,6 +204,9 @@ def _run_all(args: argparse.Namespace) -> int:
     from ..engine import Engine
 
     config, suite = load_eval_config(args.config)
+    if only is not None:
+        overrides = {k: v for k, v in _manifest_overrides(args).items() if k != "limit"}
+        suite = dataclasses.replace(suite, evaluations=only, emotion=dataclasses.replace(suite.emotion, **overrides))
     out = Path(args.out)
     engine = Engine.load(config)
     jobs = _suite_jobs(suite, limit={"limit": args.limit} if args.limit else {}, out=out,

@@ -8,6 +8,13 @@ through ``EmotionModel.predict``:
 * with ``speaker_baseline`` the speaker's baseline is first fed the speaker's *other* clips, audio only:
   each updates it only if the model itself finds it calm-looking (``looks_calm``), as live calls do.
 
+``features`` chooses what is scored: ``prosody`` (the per-second heads, above), or the per-turn heads'
+inputs -- ``encoder`` (the ASR's Whisper encoder output pooled over the clip) or ``both`` (prosody +
+encoder). For those, each clip is encoded by the ASR's Whisper encoder as a one-turn window (as the model
+was trained, ``emotion_turn_training.encode_clips``); with ``speaker_baseline`` each clip is standardised
+by the speaker's other clips that the baseline-free turn head calls calm (audio only), as
+``TurnBaseline`` does live.
+
 Speaker independence: when the model was trained on speakers of the manifest (the shipped model and
 EmoDB), ``protocol = "auto"`` scores every speaker with a copy of the model refitted without that speaker
 (:mod:`.emotion_folds`). ``"as-is"`` scores the loaded model whatever it learnt from, and says so.
@@ -35,6 +42,7 @@ log = logging.getLogger("pipeline.evaluate.emotion")
 LABELS = ("angry", "happy", "neutral", "sad")
 PROTOCOLS = ("auto", "loso", "as-is")
 RATES = ("native", "8k-mulaw")
+FEATURES = ("prosody", "encoder", "both")
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,11 @@ class EmotionEvalOptions:
     telephone: bool = False     # score the 8 kHz mu-law versions instead of the clips as recorded
     protocol: str = "auto"      # auto | loso | as-is (see the module docstring)
     limit: int = 0              # read at most this many manifest rows (0 = all)
+    features: str = "prosody"   # prosody | encoder | both (see the module docstring)
 
     def __post_init__(self) -> None:
+        if self.features not in FEATURES:
+            raise ValueError(f"features must be one of {FEATURES}, got {self.features!r}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if self.limit < 0:
@@ -56,7 +67,9 @@ class EmotionEvalOptions:
 
     @property
     def variant(self) -> str:
-        return f"{'8k-mulaw' if self.telephone else 'native'}{'+speaker-baseline' if self.speaker_baseline else ''}"
+        return (f"{'8k-mulaw' if self.telephone else 'native'}"
+                f"{'' if self.features == 'prosody' else '+' + self.features}"
+                f"{'+speaker-baseline' if self.speaker_baseline else ''}")
 
 
 def manifest_path(options: EmotionEvalOptions) -> Path:
@@ -72,6 +85,96 @@ def extract_vectors(item: Item, *, model) -> dict[str, Any]:
     _, tel = model.extractor.vector(telephone_version(y, sr=audio.sample_rate_hz), sr=TELEPHONE_SR_HZ)
     return {"native": np.asarray(native, dtype=float).tolist(), "8k-mulaw": np.asarray(tel, dtype=float).tolist(),
             "sample_rate_hz": audio.sample_rate_hz, "duration_s": audio.duration_s}
+
+
+def extract_encodings(item: Item, *, transcriber, pack_s: float) -> dict[str, Any]:
+    """Pooled encoder output of each clip of one pack (one speaker's clips, one Whisper window), as
+    recorded and as telephone audio, both at the 16 kHz the ASR stage sees."""
+    from ..audio import resample
+    from ..emotion_turn_training import encode_clips
+
+    native, tel = [], []
+    for path in item.payload["paths"]:
+        audio = load_audio(path)
+        y = audio.samples.mean(axis=0) if audio.n_channels > 1 else audio.samples[0]
+        native.append(resample(y, orig_sr=audio.sample_rate_hz, target_sr=16000))
+        tel.append(resample(telephone_version(y, sr=audio.sample_rate_hz), orig_sr=TELEPHONE_SR_HZ, target_sr=16000))
+    speakers = ["speaker"] * len(native)
+    return {"native": encode_clips(native, speakers, transcriber, pack_s=pack_s).tolist(),
+            "8k-mulaw": encode_clips(tel, speakers, transcriber, pack_s=pack_s).tolist()}
+
+
+def _encodings(ok: list, speakers: list[str], *, transcriber, run: RunOptions, cache_dir: Path,
+               pack_s: float) -> dict:
+    """rate -> [n, dim] encodings of the scored clips, each alone in a Whisper window or packed per
+    speaker (``pack_s``), as the model was trained."""
+    from ..emotion_turn_training import pack_rows
+
+    packs = pack_rows(speakers, [res["duration_s"] for _, res in ok], pack_s=pack_s)
+    items = [Item("|".join(str(ok[i][0].path) for i in pack), {"paths": [str(ok[i][0].path) for i in pack]})
+             for pack in packs]
+    signature = fingerprint("emotion-encodings/1", transcriber.encoder_id, transcriber.model_path, pack_s)
+    results = run_items(items, lambda it: extract_encodings(it, transcriber=transcriber, pack_s=pack_s),
+                        cache_dir=cache_dir / "emotion-encoder", signature=signature, options=run, desc="encoder")
+    failed = [r for r in results if r.error]
+    if failed:
+        raise EvaluationError(f"encoding failed for {len(failed)} packs of clips; first: {failed[0].error}")
+    out = {rate: [None] * len(ok) for rate in RATES}
+    for pack, res in zip(packs, results):
+        for rate in RATES:
+            for i, enc in zip(pack, res.result[rate]):
+                out[rate][i] = enc
+    return {rate: np.array(v, dtype=float) for rate, v in out.items()}
+
+
+def score_turns(vectors: dict, encodings: dict, speakers: list[str], truths: list[str], *, model,
+                options: EmotionEvalOptions, protocol: str) -> list:
+    """Scores per clip from the turn heads' inputs (``options.features``), speaker-independent under
+    ``loso`` (heads refitted without the held-out speaker, the shipped L2 and baseline rule), or the
+    shipped heads as-is."""
+    from ..emotion_turn_training import (TurnData, calm_label_flags, calm_predicted_flags, out_of_fold,
+                                         turn_names)
+    from ..emotion_training import loso_temperature
+
+    norm = "speaker" if options.speaker_baseline else "global"
+    rate = "8k-mulaw" if options.telephone else "native"
+    x = {r: np.hstack([vectors[r], encodings[r]]) for r in RATES}
+    spk = np.array(speakers)
+    details = model.turn.details
+    if protocol == "loso":
+        best = details.get("best", {}).get(f"{norm} | {options.features}")
+        if best is None:
+            raise EvaluationError(f"emotion model {model.model_id} records no L2 for {norm} | {options.features}; "
+                                  "rebuild it with `python scripts/train_emotion.py`")
+        y = np.array([LABELS.index(t) for t in truths])
+        data = TurnData(x, turn_names(model.vector_names, encodings[rate].shape[1]), y, spk,
+                        train_conditions=RATES)
+        calm = {}
+        if norm == "speaker":
+            # held-out baselines: the clips a refitted global turn head calls calm (no labels)
+            glob = details["turn_global"]
+            glob_logits = out_of_fold(data, glob["features"], "global", l2=float(glob["l2"]), clip=5.0)
+            calm = {"train_calm": calm_label_flags(data),
+                    "test_calm": calm_predicted_flags(data, glob_logits, model.options.calm_arousal_max)}
+        logits = out_of_fold(data, options.features, norm, l2=float(best["l2"]), clip=5.0, **calm)[rate]
+        probs = loso_temperature(logits, y, spk)
+        source = f"loso-refit:{model.model_id}/{options.features}/turn_{norm}"
+        return [model.scores(p, source=source) for p in probs]
+    name = f"turn_{norm}"
+    shipped = details.get(name, {}).get("features")
+    if shipped != options.features:
+        raise EvaluationError(f"the shipped {name} head reads {shipped!r} features; scoring {options.features!r} "
+                              "needs the leave-one-speaker-out refit (--protocol loso, on labelled speakers)")
+    out = []
+    for i, s in enumerate(speakers):
+        baseline = None
+        if options.speaker_baseline:
+            baseline = model.new_turn_baseline()
+            for j in np.flatnonzero(spk == s):
+                if j != i:
+                    baseline.update(x[rate][j], calm=model.turn_looks_calm(x[rate][j]))
+        out.append(model.predict_turn(x[rate][i], baseline=baseline))
+    return out
 
 
 def _resolve_protocol(options: EmotionEvalOptions, model, speakers: set[str]) -> tuple[str, bool | None]:
@@ -115,12 +218,14 @@ def score(vectors: np.ndarray, speakers: list[str], *, models: dict[str, Any], s
 
 
 def evaluate_emotion(*, options: EmotionEvalOptions, config, run: RunOptions, out: Path, cache_dir: Path,
-                     model=None, fold_cache: dict | None = None) -> report.EvalResult:
+                     model=None, fold_cache: dict | None = None, transcriber=None) -> report.EvalResult:
     """Score every labelled clip of the manifest and write predictions.csv and plots under ``out``.
 
     ``model`` defaults to the configured ``EmotionModel``; tests pass a scripted fake of its interface.
     ``fold_cache``: a dict shared by several variants of one run, so the leave-one-speaker-out refits
-    (which depend on the clips, not on the variant) are computed once.
+    (which depend on the clips, not on the variant) are computed once. ``transcriber``: the Whisper
+    model whose encoder the turn heads read (``features`` encoder / both); loaded from ``config.asr``
+    when not given.
     """
     if model is None:
         from ..emotion import EmotionModel
@@ -149,7 +254,21 @@ def evaluate_emotion(*, options: EmotionEvalOptions, config, run: RunOptions, ou
     rate = "8k-mulaw" if options.telephone else "native"
 
     protocol, independent = _resolve_protocol(options, model, set(speakers))
-    if protocol == "loso":
+    if options.features != "prosody":
+        from ..asr import Transcriber
+
+        if model.turn is None:
+            raise EvaluationError(f"emotion model {model.model_id} has no turn heads (prosody + encoder); "
+                                  "rebuild it with `python scripts/train_emotion.py`")
+        transcriber = transcriber or Transcriber.load(config.asr)
+        if not model.turn_ready_for(transcriber.encoder_id):
+            raise EvaluationError(f"emotion model {model.model_id} reads encodings of {model.turn.encoder_id}, "
+                                  f"the configured ASR gives {transcriber.encoder_id}: set [asr] model / encoder_fit "
+                                  "to match, or retrain")
+        encodings = _encodings(ok, speakers, transcriber=transcriber, run=run, cache_dir=cache_dir,
+                               pack_s=float(model.turn.details.get("training_pack_s", 0.0)))
+        scores = score_turns(vectors, encodings, speakers, truths, model=model, options=options, protocol=protocol)
+    elif protocol == "loso":
         key = fingerprint(model.model_id, [str(r.path) for r, _ in ok], truths, speakers)
         cache = fold_cache if fold_cache is not None else {}
         if key not in cache:
@@ -159,7 +278,8 @@ def evaluate_emotion(*, options: EmotionEvalOptions, config, run: RunOptions, ou
         models = cache[key]
     else:
         models = {s: model for s in set(speakers)}
-    scores = score(vectors[rate], speakers, models=models, speaker_baseline=options.speaker_baseline)
+    if options.features == "prosody":
+        scores = score(vectors[rate], speakers, models=models, speaker_baseline=options.speaker_baseline)
 
     preds = [s.label for s in scores]
     probs = [dict(s.scores) for s in scores]
@@ -174,7 +294,7 @@ def evaluate_emotion(*, options: EmotionEvalOptions, config, run: RunOptions, ou
     heads = Counter(s.source.rsplit("/", 1)[-1] for s in scores)
     metrics = {
         "manifest": str(manifest), "variant": options.variant, "rate": rate,
-        "speaker_baseline": options.speaker_baseline, "protocol": protocol,
+        "speaker_baseline": options.speaker_baseline, "protocol": protocol, "features": options.features,
         "speaker_independent": independent, "model_id": model.model_id,
         "models": {"emotion": model.model_id},
         "n_items": len(ok), "n_speakers": len(set(speakers)), "excluded_labels": dict(excluded),

@@ -7,7 +7,7 @@ so the pipeline being measured is exactly the one batch runs with that file) tha
     [evaluate]
     evaluations = ["asr", "emotion", "alerts", "text"]
     workers = 1
-    emotion_variants = ["native", "8k-mulaw", "native+speaker-baseline", "8k-mulaw+speaker-baseline"]
+    emotion_variants = ["native", "8k-mulaw", "native+both+speaker-baseline", ...]   # rate[+features][+speaker-baseline]
     [evaluate.asr]
     manifest = "../shared/data/asr/manifest.csv"   # relative paths: from this file's folder
     [evaluate.alerts]
@@ -30,7 +30,9 @@ from .emotion import EmotionEvalOptions
 from .text import TextEvalOptions
 
 EVALUATIONS = ("asr", "emotion", "alerts", "text")
-EMOTION_VARIANTS = ("native", "8k-mulaw", "native+speaker-baseline", "8k-mulaw+speaker-baseline")
+# rate [+ features: encoder | both; prosody when absent] [+ speaker-baseline]
+EMOTION_VARIANTS = tuple(f"{rate}{feat}{base}" for feat in ("", "+encoder", "+both") for base in ("", "+speaker-baseline")
+                         for rate in ("native", "8k-mulaw"))
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,9 @@ class SuiteOptions:
 
 
 def emotion_variant_options(base: EmotionEvalOptions, variant: str) -> EmotionEvalOptions:
-    return dataclasses.replace(base, telephone=variant.startswith("8k"),
+    parts = variant.split("+")
+    features = next((p for p in parts if p in ("encoder", "both")), "prosody")
+    return dataclasses.replace(base, telephone=variant.startswith("8k"), features=features,
                                speaker_baseline=variant.endswith("speaker-baseline"))
 
 

@@ -313,7 +313,8 @@ class CallManager:
                                    {"call_id": call.call_id, "tail": list(call.transcript) + [preview]})
                     continue
                 line = {"speaker": event.speaker, "start_s": round(event.start_s, 2), "text": event.text,
-                        "sentiment": round(event.sentiment, 2), "flags": list(event.flags)}
+                        "sentiment": round(event.sentiment, 2), "flags": list(event.flags),
+                        "emotion": event.emotion.get("label") if event.emotion else None}
                 call.transcript.append(line)
                 while len(call.transcript) > self.options.transcript_tail:
                     call.transcript.popleft()
