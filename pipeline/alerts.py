@@ -6,7 +6,7 @@ clear_level, waiting clear_after_s) -> quiet (cooldown_s before a new episode ma
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .events import AlertEvent
 

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 from .audio import SUPPORTED_SUFFIXES, iter_blocks, probe
 from .config import Config, load_config
-from .errors import AudioFormatError, ConfigError, PipelineError
+from .errors import ConfigError, PipelineError
 
 log = logging.getLogger("pipeline.batch")
 

@@ -143,6 +143,17 @@ class Head:
         return e / e.sum(axis=-1, keepdims=True)
 
 
+def _calm_finite(vector: np.ndarray, *, calm: bool, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(vector, finite mask) when a baseline should learn from it: calm speech with a finite value."""
+    if not calm:
+        return None
+    x = np.asarray(vector, dtype=np.float64)
+    if x.shape != shape:
+        raise ValueError(f"baseline expects vectors of shape {shape}, got {x.shape}")
+    finite = np.isfinite(x)
+    return (x, finite) if finite.any() else None
+
+
 class EmotionBaseline:
     """One speaker's running baseline of the emotion feature vector (per call or per shift).
 
@@ -171,14 +182,10 @@ class EmotionBaseline:
 
     def update(self, vector: np.ndarray, *, calm: bool) -> None:
         """Learn from one window/turn's vector if it is calm speech; anything else is ignored."""
-        if not calm:
+        learnt = _calm_finite(vector, calm=calm, shape=self._mean.shape)
+        if learnt is None:
             return
-        x = np.asarray(vector, dtype=np.float64)
-        if x.shape != self._mean.shape:
-            raise ValueError(f"baseline expects vectors of shape {self._mean.shape}, got {x.shape}")
-        finite = np.isfinite(x)
-        if not finite.any():
-            return
+        x, finite = learnt
         self._updates += 1
         self._count[finite] = np.minimum(self._count[finite] + 1, self.options.baseline_memory_updates)
         self._mean[finite] += (x[finite] - self._mean[finite]) / self._count[finite]
@@ -212,14 +219,10 @@ class TurnBaseline:
 
     def update(self, vector: np.ndarray, *, calm: bool) -> None:
         """Learn from one turn's vector if it is calm speech; anything else is ignored."""
-        if not calm:
+        learnt = _calm_finite(vector, calm=calm, shape=self._sum.shape)
+        if learnt is None:
             return
-        x = np.asarray(vector, dtype=np.float64)
-        if x.shape != self._sum.shape:
-            raise ValueError(f"turn baseline expects vectors of shape {self._sum.shape}, got {x.shape}")
-        finite = np.isfinite(x)
-        if not finite.any():
-            return
+        x, finite = learnt
         self._turns += 1
         self._sum[finite] += x[finite]
         self._sumsq[finite] += x[finite] ** 2

@@ -126,12 +126,12 @@ def render_call_html(result: Mapping) -> str:
     status = (f'<span class="pill pill-alert">{n_takeover} supervisor takeover{"s" if n_takeover != 1 else ""}'
               f'</span>' if n_takeover else '<span class="pill pill-ok">no takeover</span>')
     if n_break:
-        status += f' <span class="pill pill-strain">recovery break recommended</span>'
+        status += ' <span class="pill pill-strain">recovery break recommended</span>'
 
     parts = [
         _page_head(f"Call {call_id} — callpulse"),
         '<header class="call-head">',
-        f'<div class="crumbs"><a href="index.html">All calls</a></div>',
+        '<div class="crumbs"><a href="index.html">All calls</a></div>',
         f"<h1>Call {_e(call_id)}</h1>",
         f'<div class="source">{_e(result.get("source") or "")}</div>',
         f'<div class="status">{status}</div>',

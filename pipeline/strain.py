@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 

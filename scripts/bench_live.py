@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from pipeline.config import load_config  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
 from pipeline.live.options import LiveOptions  # noqa: E402
-from pipeline.live.replay import ReplayCall, replay  # noqa: E402
+from pipeline.live.replay import ReplayCall, feed_events, replay  # noqa: E402
 from pipeline.live.server import LiveService  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 
@@ -49,17 +49,8 @@ def options(**changes) -> LiveOptions:
 
 
 async def feed_reader(http_url: str, on_event) -> None:
-    import aiohttp
-
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
-        async with http.get(f"{http_url}/api/feed", timeout=aiohttp.ClientTimeout(total=None)) as resp:
-            kind = None
-            async for raw in resp.content:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: "):
-                    on_event(kind, json.loads(line[6:]), time.monotonic())
+    async for kind, event in feed_events(f"{http_url}/api/feed", token=TOKEN):
+        on_event(kind, event, time.monotonic())
 
 
 async def latency(engine: Engine, samples: list[Path]) -> list[dict]:

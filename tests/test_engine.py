@@ -166,8 +166,6 @@ class _ScriptedTranscriber:
 
 
 def test_card_numbers_are_masked_in_results_and_logs(acoustic_engine, caplog):
-    import dataclasses
-
     from pipeline.engine import Engine
 
     eng = Engine(acoustic_engine.config.replace("asr", enabled=True), vad=acoustic_engine.vad,

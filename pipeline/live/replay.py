@@ -10,6 +10,7 @@ because a UDP burst overflows socket buffers and would be measured as loss).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import socket
@@ -362,4 +363,23 @@ async def wait_for_result(api: str, call_id: str, *, token: str | None, timeout_
     raise TapProtocolError(f"call {call_id} did not end within {timeout_s:.0f} s at {api}")
 
 
-__all__ = ["FORMATS", "ReplayCall", "replay", "wait_for_result"]
+async def feed_events(url: str, *, token: str | None, timeout_s: float | None = None):
+    """The supervisor feed (``GET /api/feed``, server-sent events) as ``(event, data)`` pairs as they come.
+
+    Raises TapProtocolError when the server refuses the feed (wrong token, wrong URL).
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status != 200:
+                raise TapProtocolError(f"feed {url} answered HTTP {resp.status}: check the URL and the token")
+            kind = None
+            async for raw in resp.content:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    yield kind, json.loads(line[6:])
+
+
+__all__ = ["FORMATS", "ReplayCall", "feed_events", "replay", "wait_for_result"]

@@ -3,13 +3,14 @@ ffmpeg, streamdouble, a killed `callpulse serve`), a feed collector and a webhoo
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import socket
 import threading
 from concurrent.futures import Future
 
-import aiohttp
 from aiohttp import web
+
+from pipeline.live.replay import feed_events
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -55,19 +56,12 @@ class ServiceThread:
 async def collect_feed(url: str, token: str | None, *, until, timeout_s: float) -> list[tuple[str, dict]]:
     """SSE events from ``url`` until ``until(events)`` holds or the time is up (then returns what it has)."""
     events: list[tuple[str, dict]] = []
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-                kind = None
-                async for raw in resp.content:
-                    line = raw.decode().rstrip("\n")
-                    if line.startswith("event: "):
-                        kind = line[7:]
-                    elif line.startswith("data: "):
-                        events.append((kind, json.loads(line[6:])))
-                        if until(events):
-                            break
+        async with contextlib.aclosing(feed_events(url, token=token, timeout_s=timeout_s)) as feed:
+            async for kind, data in feed:
+                events.append((kind, data))
+                if until(events):
+                    break
     except asyncio.TimeoutError:
         pass
     return events

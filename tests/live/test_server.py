@@ -3,6 +3,7 @@ call, alerts reach the live feed first and durably, the API answers, bad input n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.live.replay import ReplayCall, audiosocket_uuid, replay, wait_for_result
+from pipeline.live.replay import ReplayCall, audiosocket_uuid, feed_events, replay, wait_for_result
 from pipeline.live.server import resolve_token
 from pipeline.live.taps import audiosocket as asock
 from pipeline.live.taps.audio_fork import SUBPROTOCOL
@@ -29,18 +30,11 @@ def sample_call(call_id: str, seconds: float = 6.0) -> ReplayCall:
 async def read_feed(url: str, *, until, timeout_s: float = 20.0) -> list[tuple[str, dict]]:
     """Read SSE events from the feed until ``until(events)`` is true (bounded)."""
     events: list[tuple[str, dict]] = []
-    async with aiohttp.ClientSession() as http:
-        async with http.get(url, headers=AUTH, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-            assert resp.status == 200
-            kind = None
-            async for raw in resp.content:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: "):
-                    events.append((kind, json.loads(line[6:])))
-                    if until(events):
-                        return events
+    async with contextlib.aclosing(feed_events(url, token=TOKEN, timeout_s=timeout_s)) as feed:
+        async for kind, data in feed:
+            events.append((kind, data))
+            if until(events):
+                break
     return events
 
 
