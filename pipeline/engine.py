@@ -29,7 +29,7 @@ from .audio import StreamResampler
 from .config import Config
 from .errors import AudioFormatError, ModelUnavailableError
 from .events import (AlertEvent, CallEnded, LevelUpdate, Speaker, SpeechTurn, StageError, TranscriptEvent)
-from .fusion import AcousticCue, AgitationTracker, TextCue
+from .fusion import AcousticCue, AgitationTracker, TextCue, TurnCue
 from .masking import mask_text, mask_words
 from .prosody import ProsodyExtractor, SpeakerBaseline
 from .strain import ShiftBook, ShiftState, strain_level
@@ -650,6 +650,8 @@ class CallSession:
         seg.emotion = {"label": scores.label, "scores": {k: round(v, 3) for k, v in scores.scores.items()},
                        "source": scores.source}
         seg.arousal = float(scores.arousal)
+        if seg.speaker in ("caller", "mixed"):
+            self._agitation.add_turn(TurnCue(t, float(scores.scores["angry"]), scores.source))
 
     def _on_text(self, idx: int, res: TranscriptEvent, t_available: float) -> TranscriptEvent:
         seg = self._segments[idx]

@@ -30,12 +30,19 @@ class FusionOptions:
     arousal_floor: float = 0.35
     baseline_warmup_s: float = 6.0
     pre_baseline_weight: float = 0.4
+    # A transcribed caller turn's P(angry) from the turn heads (prosody + the ASR's encoder output);
+    # it arrives with the transcript and fades like text cues.
+    weight_turn_anger: float = 0.35
+    # Only the confidence above this counts: an uncertain turn (p 0.3) is not evidence of anger.
+    turn_anger_floor: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("weight_arousal", "weight_anger", "weight_negative_text", "weight_flags",
-                     "weight_overtalk", "weight_prosody"):
+                     "weight_overtalk", "weight_prosody", "weight_turn_anger"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"fusion.{name} must be within 0..1")
+        if not 0.0 <= self.turn_anger_floor < 1.0:
+            raise ValueError("fusion.turn_anger_floor must be within 0..1 (1 excluded)")
         if self.rise_tau_s <= 0 or self.fall_tau_s <= 0:
             raise ValueError("fusion time constants must be positive")
 
@@ -63,6 +70,15 @@ class TextCue:
     excerpt: str
 
 
+@dataclass(frozen=True)
+class TurnCue:
+    """A transcribed caller turn's voice by the turn heads, usable from ``t_s`` (when it was transcribed)."""
+
+    t_s: float
+    anger: float         # P(angry)
+    source: str
+
+
 @dataclass
 class AgitationTracker:
     """Per-call fusion state."""
@@ -71,12 +87,16 @@ class AgitationTracker:
     level: float = 0.0
     _acoustic: AcousticCue | None = None
     _texts: list[TextCue] = field(default_factory=list)
+    _turns: list[TurnCue] = field(default_factory=list)
 
     def add_acoustic(self, cue: AcousticCue) -> None:
         self._acoustic = cue
 
     def add_text(self, cue: TextCue) -> None:
         self._texts.append(cue)
+
+    def add_turn(self, cue: TurnCue) -> None:
+        self._turns.append(cue)
 
     def step(self, t_s: float, *, overtalk: bool) -> tuple[float, tuple[str, ...]]:
         """Advance one second to ``t_s``; returns (level, reasons, strongest first)."""
@@ -107,6 +127,13 @@ class AgitationTracker:
                               f"negative words {c.sentiment:+.2f}: \"{c.excerpt}\""))
             for flag in c.flags:
                 terms.append((o.weight_flags * decay, f"{flag.replace('_', ' ')}: \"{c.excerpt}\""))
+        self._turns = [c for c in self._turns if t_s - c.t_s <= o.text_memory_s]
+        for c in self._turns:
+            if c.t_s > t_s:       # not transcribed yet at this tick
+                continue
+            decay = math.exp(-(t_s - c.t_s) / o.text_memory_s)
+            excess = max(0.0, (c.anger - o.turn_anger_floor) / (1.0 - o.turn_anger_floor))
+            terms.append((o.weight_turn_anger * excess * decay, f"angry voice in turn p={c.anger:.2f} ({c.source})"))
         if overtalk:
             terms.append((o.weight_overtalk, "over-talk"))
         keep = 1.0

@@ -1,7 +1,7 @@
 """Fusion of acoustic and lexical evidence into caller agitation."""
 from __future__ import annotations
 
-from pipeline.fusion import AcousticCue, AgitationTracker, FusionOptions, TextCue
+from pipeline.fusion import AcousticCue, AgitationTracker, FusionOptions, TextCue, TurnCue
 
 
 def _levels(tracker, seconds, start=1):
@@ -81,3 +81,29 @@ def test_a_happy_lively_caller_is_not_agitated():
 
     raise_level = AlertOptions().caller_agitation.raise_level
     assert run(happy=0.85, anger=0.05) < raise_level < run(happy=0.05, anger=0.85)
+
+
+def test_an_angry_transcribed_turn_counts_from_when_it_arrives_and_fades():
+    tr = AgitationTracker(FusionOptions())
+    tr.add_turn(TurnCue(5.0, anger=0.95, source="model:x/turn_speaker"))
+    early = _levels(tr, 4)                    # 1..4 s: the transcript is not there yet
+    level, reasons = tr.step(5.0, overtalk=False)
+    later = _levels(tr, 60, start=6)
+    assert max(early) == 0.0 and level > 0.0
+    assert any("angry voice in turn" in r and "turn_speaker" in r for r in reasons)
+    assert later[-1] < 0.01                   # gone after text_memory_s
+
+
+def test_turn_cues_can_be_switched_off():
+    tr = AgitationTracker(FusionOptions(weight_turn_anger=0.0))
+    tr.add_turn(TurnCue(1.0, anger=1.0, source="x"))
+    assert max(_levels(tr, 5)) == 0.0
+
+
+def test_an_uncertain_turn_adds_nothing_only_confident_anger_counts():
+    def peak(p):
+        tr = AgitationTracker(FusionOptions())
+        tr.add_turn(TurnCue(1.0, anger=p, source="x"))
+        return max(_levels(tr, 3))
+    assert peak(0.3) == 0.0 and peak(0.5) == 0.0
+    assert 0.0 < peak(0.75) < peak(0.95)

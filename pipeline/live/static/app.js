@@ -105,7 +105,8 @@ function renderCalls() {
       el("div", { class: "label" }, el("span", {}, (level.reasons || []).join(" · ")),
          el("span", { class: "age" }, Math.round(level.t_s || c.audio_s || 0) + " s")),
       el("ul", { class: "transcript" }, ...(c.transcript_tail || []).slice(-4).map((t) =>
-        el("li", { class: t.speaker }, el("span", { class: "spk" }, t.speaker + ":"), t.text))));
+        el("li", { class: t.speaker }, el("span", { class: "spk" }, t.speaker + ":"), t.text,
+          t.emotion ? el("span", { class: "emo emo-" + t.emotion, title: "voice, this turn" }, t.emotion) : null))));
   }));
   document.getElementById("no-calls").hidden = calls.length > 0;
   renderCounts();
