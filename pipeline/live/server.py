@@ -165,10 +165,11 @@ class LiveService:
         if self._tcp is not None:
             self._tcp.close()
         await self.calls.close_all(reason="service stopping", timeout_s=drain_s)
-        for task in list(self._feeds):
+        background = [*self._feeds, *self._tasks]
+        for task in background:
             task.cancel()
-        for task in self._tasks:
-            task.cancel()
+        # wait for them to unwind (the webhook sender closes its HTTP session) before the loop goes
+        await asyncio.gather(*background, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
         self.executor.shutdown(wait=False, cancel_futures=True)
