@@ -158,3 +158,24 @@ def test_an_angry_turn_outscores_a_neutral_one_of_the_same_speaker(model, engine
     assert angry.source.endswith("/turn_speaker")
     assert angry.scores["angry"] > neutral.scores["angry"]
     assert angry.label == "angry" and neutral.label == "neutral"
+
+
+@pytest.mark.slow
+def test_a_turn_scores_alike_at_16_khz_and_as_8_khz_telephone_audio(model, engine, data_dir):
+    """The same EmoDB clip as recorded and through an 8 kHz G.711 line (resampled back up, as the
+    engine's ASR sees it): the turn heads' probabilities stay close."""
+    from pipeline.asr import AsrChunk
+    from pipeline.audio import resample
+    from pipeline.emotion_training import telephone_version
+
+    def scores(name: str, telephone: bool) -> dict:
+        y, sr = sf.read(data_dir / "emodb" / name, dtype="float32")
+        if telephone:
+            y, sr = telephone_version(y, sr=sr), 8000
+        (enc,) = engine.transcriber.encode_turns([AsrChunk("caller", 0.0, resample(y, orig_sr=sr, target_sr=16000))])
+        return model.predict_turn(model.turn_vector(model.extractor.vector(y, sr=sr)[1], enc), baseline=None).scores
+
+    for name in ("03a05Wa.wav", "08a01Na.wav", "08a01Fd.wav"):
+        wide, tel = scores(name, False), scores(name, True)
+        assert max(abs(wide[c] - tel[c]) for c in wide) < 0.25, (name, wide, tel)
+        assert max(wide, key=wide.get) == max(tel, key=tel.get)
