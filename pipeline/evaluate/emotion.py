@@ -166,13 +166,15 @@ def score_turns(vectors: dict, encodings: dict, speakers: list[str], truths: lis
         raise EvaluationError(f"the shipped {name} head reads {shipped!r} features; scoring {options.features!r} "
                               "needs the leave-one-speaker-out refit (--protocol loso, on labelled speakers)")
     out = []
+    # each clip's calm judgement once, not once per other clip of its speaker
+    calm = [model.turn_looks_calm(v) for v in x[rate]] if options.speaker_baseline else []
     for i, s in enumerate(speakers):
         baseline = None
         if options.speaker_baseline:
             baseline = model.new_turn_baseline()
             for j in np.flatnonzero(spk == s):
                 if j != i:
-                    baseline.update(x[rate][j], calm=model.turn_looks_calm(x[rate][j]))
+                    baseline.update(x[rate][j], calm=calm[j])
         out.append(model.predict_turn(x[rate][i], baseline=baseline))
     return out
 
@@ -204,6 +206,9 @@ def _resolve_protocol(options: EmotionEvalOptions, model, speakers: set[str]) ->
 def score(vectors: np.ndarray, speakers: list[str], *, models: dict[str, Any], speaker_baseline: bool) -> list:
     """Scores per clip. ``models``: speaker -> model that scores that speaker's clips."""
     out = []
+    # Calm-looking by the judgement of the model that scores that speaker (labels are never consulted),
+    # decided once per clip.
+    calm = [models[s].looks_calm(v) for v, s in zip(vectors, speakers)] if speaker_baseline else []
     for i, spk in enumerate(speakers):
         model = models[spk]
         baseline = None
@@ -211,8 +216,7 @@ def score(vectors: np.ndarray, speakers: list[str], *, models: dict[str, Any], s
             baseline = model.new_baseline()
             for j, other in enumerate(speakers):
                 if other == spk and j != i:
-                    # Calm-looking by the model's own judgement: labels are never consulted.
-                    baseline.update(vectors[j], calm=model.looks_calm(vectors[j]))
+                    baseline.update(vectors[j], calm=calm[j])
         out.append(model.predict(vectors[i], baseline=baseline))
     return out
 
