@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import tomllib
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -40,11 +42,72 @@ def _load_class(spec: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def _coerce(value: Any, field_type: Any) -> Any:
-    # TOML arrays arrive as lists; frozen options hold tuples so they stay hashable and immutable.
-    if isinstance(value, list):
-        return tuple(_coerce(v, None) for v in value)
-    return value
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, field_type: Any, *, key: str) -> Any:
+    """``value`` checked against the field's annotation (and TOML lists turned into tuples).
+
+    A wrong type is a ConfigError naming the key and the type expected: ``cpu_threads = "4"`` must not
+    load as a string and fail later, deep inside a stage. An int is accepted where a float is expected
+    (TOML writes ``1`` for ``1.0``); a bool is never a number.
+    """
+    origin = typing.get_origin(field_type)
+    args = typing.get_args(field_type)
+    if field_type is Any or field_type is None:
+        return tuple(value) if isinstance(value, list) else value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in args:
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, option, key=key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{key} must be {_type_name(field_type)}, not {type(value).__name__} ({value!r})")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {list(args)}, not {value!r}")
+        return value
+    if origin is tuple or field_type is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be an array ({_type_name(field_type)}), not "
+                              f"{type(value).__name__} ({value!r})")
+        if not args:
+            return tuple(value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key=f"{key}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{key} must have {len(args)} items ({_type_name(field_type)}), not {len(value)}")
+        return tuple(_coerce(v, t, key=f"{key}[{i}]") for i, (v, t) in enumerate(zip(args, value)))
+    if origin in (dict, Mapping) or field_type in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a table, not {type(value).__name__}")
+        return value
+    if field_type is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false (bool), not {type(value).__name__} ({value!r})")
+        return value
+    if field_type is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer (int), not {type(value).__name__} ({value!r})")
+        return value
+    if field_type is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number (float), not {type(value).__name__} ({value!r})")
+        return float(value)
+    if field_type is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string (str), not {type(value).__name__} ({value!r})")
+        return value
+    # Any other annotation (a path type, a custom class): leave the value to the dataclass's own checks.
+    return tuple(value) if isinstance(value, list) else value
 
 
 def build_options(cls: type, section: Mapping[str, Any], *, where: str) -> Any:
@@ -57,15 +120,15 @@ def build_options(cls: type, section: Mapping[str, Any], *, where: str) -> Any:
             f"valid keys in [{where}] are: {', '.join(sorted(fields))}"
         )
     kwargs: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
     for name, value in section.items():
-        ftype = fields[name].type
         nested = _nested_dataclass(cls, name)
         if nested is not None:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"[{where}.{name}] must be a table")
             kwargs[name] = build_options(nested, value, where=f"{where}.{name}")
         else:
-            kwargs[name] = _coerce(value, ftype)
+            kwargs[name] = _coerce(value, hints.get(name, Any), key=f"{where}.{name}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -73,8 +136,6 @@ def build_options(cls: type, section: Mapping[str, Any], *, where: str) -> Any:
 
 
 def _nested_dataclass(cls: type, name: str) -> type | None:
-    import typing
-
     hints = typing.get_type_hints(cls)
     hint = hints.get(name)
     return hint if dataclasses.is_dataclass(hint) else None

@@ -62,3 +62,27 @@ def test_broken_toml_names_the_file(tmp_path):
     user.write_text("[asr\nmodel=")
     with pytest.raises(ConfigError, match="broken.toml"):
         load_config(user)
+
+
+@pytest.mark.parametrize("line, key, expected", [
+    ('[asr]\ncpu_threads = "4"\n', "asr.cpu_threads", "int"),
+    ("[asr]\nbeam_size = 1.5\n", "asr.beam_size", "int"),
+    ("[asr]\nword_timestamps = 1\n", "asr.word_timestamps", "bool"),
+    ('[fusion]\nweight_anger = "high"\n', "fusion.weight_anger", "float"),
+    ("[fusion]\nweight_anger = true\n", "fusion.weight_anger", "float"),
+    ('[asr]\nlanguages = "zh"\n', "asr.languages", "array"),
+    ("[asr]\nlanguages = [1, 2]\n", r"asr.languages\[0\]", "str"),
+    ('[alerts.caller_agitation]\nraise_level = "0.5"\n', "alerts.caller_agitation.raise_level", "float"),
+])
+def test_a_wrong_typed_value_names_the_key_and_the_expected_type(tmp_path, line, key, expected):
+    user = tmp_path / "typed.toml"
+    user.write_text(line)
+    with pytest.raises(ConfigError, match=rf"{key} must be .*{expected}"):
+        load_config(user)
+
+
+def test_an_integer_is_accepted_where_a_number_is_expected(tmp_path):
+    user = tmp_path / "int.toml"
+    user.write_text("[fusion]\nweight_anger = 1\n")
+    value = load_config(user).fusion.weight_anger
+    assert value == 1.0 and isinstance(value, float)
