@@ -6,16 +6,24 @@
 - Language ID compares only the configured languages (a call centre knows its languages).
 - One encoder pass per window is shared between language ID and decoding (faster-whisper would
   otherwise encode twice), and is handed to callers that want it (acoustic heads).
-- Mandarin comes out in Simplified characters (initial prompt in Simplified + a zhconv pass).
+- Mandarin comes out in Simplified characters (a zhconv pass; an initial prompt is optional and off by
+  default: measured, it cost CER and leaked into transcripts, see ``scripts/bench_asr_decoding.py``).
+- Deterministic by default: temperature 0 only (greedy or beam search, per language), no sampling. A
+  configured sampling fallback is seeded, and a re-decode is kept only when it does not invent text.
+- Junk characters: Whisper's byte-level BPE spells full-width forms (U+FF00-FFEF, e.g. "，") as three byte
+  tokens starting 0xEF; at a turn's end the last byte often goes wrong ("Ｇ", "０", "﹑"). Tokens holding
+  the 0xEF byte are suppressed, so those forms cannot be started (ASCII "," and "、" / "。" remain).
+- Repetition loops ("问问问…") and text longer than the audio allows are cut per turn (:func:`guard_units`).
 - Hallucination on silence is gated by VAD upstream and by no-speech / log-prob checks here.
 - ``transcribe`` consumes faster-whisper's lazy generator itself: call it from a worker thread.
 """
 from __future__ import annotations
 
 import hashlib
-import math
 import logging
+import math
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,14 +59,21 @@ class AsrOptions:
     languages: tuple[str, ...] = ("zh", "en")
     language: str = "auto"
     beam_size: int = 1
-    temperatures: tuple[float, ...] = (0.0, 0.4)
+    beam_size_zh: int = 1
+    temperatures: tuple[float, ...] = (0.0,)
+    sampling_seed: int = 0
     compute_type: str = "int8"
+    device: str = "auto"
+    compute_type_cuda: str = "int8_float16"
     cpu_threads: int = 2
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
     word_timestamps: bool = True
-    initial_prompt_zh: str = "以下是普通话的句子，请用简体中文。"
+    initial_prompt_zh: str = ""
+    suppress_fullwidth: bool = True
+    max_chars_per_s_zh: float = 9.0
+    max_words_per_s: float = 5.0
     cache_dir: str = ""
     min_turn_s: float = 0.4
     max_window_s: float = 24.0
@@ -73,8 +88,18 @@ class AsrOptions:
             raise ValueError(f"asr.language {self.language!r} is not in asr.languages {self.languages}")
         if not self.temperatures:
             raise ValueError("asr.temperatures needs at least one value (0.0 for greedy)")
+        if any(t < 0 for t in self.temperatures):
+            raise ValueError("asr.temperatures must be >= 0")
+        if self.beam_size < 1 or self.beam_size_zh < 1:
+            raise ValueError("asr.beam_size and asr.beam_size_zh must be >= 1")
+        if self.max_chars_per_s_zh <= 0 or self.max_words_per_s <= 0:
+            raise ValueError("asr.max_chars_per_s_zh and asr.max_words_per_s must be > 0")
         if not 1.0 <= self.max_window_s <= 29.0:
             raise ValueError("asr.max_window_s must be within 1..29 s (one Whisper window)")
+
+    def beam_for(self, language: str | None) -> int:
+        """Beam width for a window decoded in ``language`` (Mandarin has its own, measured)."""
+        return self.beam_size_zh if language == "zh" else self.beam_size
 
 
 def cache_root(options: AsrOptions) -> Path:
@@ -197,14 +222,19 @@ class Transcriber:
     def load(cls, options: AsrOptions) -> "Transcriber":
         from faster_whisper import WhisperModel
 
+        from .asr_device import resolve_device
+
         path = resolve_model_path(options)
+        device, compute_type = resolve_device(options)
         try:
-            model = WhisperModel(path, device="cpu", compute_type=options.compute_type,
+            model = WhisperModel(path, device=device, compute_type=compute_type,
                                  cpu_threads=options.cpu_threads, local_files_only=True)
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelUnavailableError(f"cannot load Whisper model from {path}: {exc}") from exc
-        log.info("loaded Whisper model %s from %s", options.model, path)
-        return cls(model, options, path)
+        log.info("loaded Whisper model %s from %s on %s (%s)", options.model, path, device, compute_type)
+        transcriber = cls(model, options, path)
+        transcriber.device = device
+        return transcriber
 
     def warm_up(self) -> None:
         self.transcribe_chunks([AsrChunk("mixed", 0.0, np.zeros(SAMPLE_RATE_HZ, np.float32))])
@@ -290,7 +320,6 @@ class Transcriber:
         gives each turn's pooled encoding (``WindowResult.encodings``) for the acoustic emotion heads.
         """
         from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
 
         features, encoder_output, spans = self.encode_window(chunks)
         if encoder_output is None:
@@ -299,28 +328,10 @@ class Transcriber:
         encodings = pool_turns(encoder_output, [(a, b) for a, b, _ in spans])
         lang, lang_probs = self._choose_language(encoder_output, language, prior)
         tokenizer = Tokenizer(model.hf_tokenizer, self.multilingual, task="transcribe", language=lang)
-        opts = self.options
-        options = TranscriptionOptions(
-            beam_size=opts.beam_size, best_of=opts.beam_size, patience=1.0, length_penalty=1.0,
-            repetition_penalty=1.0, no_repeat_ngram_size=0, log_prob_threshold=opts.log_prob_threshold,
-            no_speech_threshold=opts.no_speech_threshold,
-            compression_ratio_threshold=opts.compression_ratio_threshold,
-            condition_on_previous_text=False, prompt_reset_on_temperature=0.5,
-            temperatures=list(opts.temperatures),
-            initial_prompt=opts.initial_prompt_zh if lang == "zh" else None, prefix=None,
-            suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
-            without_timestamps=False, max_initial_timestamp=1.0, word_timestamps=opts.word_timestamps,
-            prepend_punctuations="\"'“¿([{-", append_punctuations="\"'.。,，!！?？:：”)]}、",
-            multilingual=False, max_new_tokens=None, clip_timestamps="0",
-            hallucination_silence_threshold=None, hotwords=None,
-        )
+        segments = self._decode(features, tokenizer, encoder_output, lang, spans)
         words_by_turn: dict[int, list[Word]] = {i: [] for i in range(len(spans))}
         texts_by_turn: dict[int, list[str]] = {i: [] for i in range(len(spans))}
-        # Consume the lazy generator here, in the caller's (worker) thread.
-        for seg in model.generate_segments(features, tokenizer, options, False, encoder_output):
-            if self._is_hallucination(seg):
-                log.debug("dropped likely hallucination %r (no_speech=%.2f)", seg.text, seg.no_speech_prob)
-                continue
+        for seg in segments:
             if seg.words:
                 for w in seg.words:
                     idx = _span_index(spans, (w.start + w.end) / 2)
@@ -329,22 +340,95 @@ class Transcriber:
                     start = min(max(w.start, span_start), span_end) - span_start + chunk.start_s
                     end = min(max(w.end, span_start), span_end) - span_start + chunk.start_s
                     words_by_turn[idx].append(Word(round(float(start), 3), round(float(max(end, start)), 3),
-                                                   _simplify(w.word, lang), round(float(w.probability), 3)))
+                                                   squeeze_punctuation(_simplify(w.word, lang)),
+                                                   round(float(w.probability), 3)))
             else:
                 idx = _span_index(spans, (seg.start + seg.end) / 2)
-                texts_by_turn[idx].append(_simplify(seg.text, lang))
+                texts_by_turn[idx].append(squeeze_punctuation(_simplify(seg.text, lang)))
         events = []
         for idx, (_s, _e, chunk) in enumerate(spans):
+            duration_s = chunk.audio.size / SAMPLE_RATE_HZ
             words = words_by_turn[idx]
-            text = "".join(w.text for w in words) if words else "".join(texts_by_turn[idx])
+            if words:
+                kept = guard_units([w.text for w in words], lang, duration_s, self.options)
+                words = [words[i] for i in kept]
+                # Mandarin words carry no spaces; others do, except the first word of a later segment
+                # ("coin.A severe"): join those on single spaces
+                text = ("".join(w.text for w in words) if lang == "zh"
+                        else " ".join(w.text.strip() for w in words if w.text.strip()))
+            else:
+                pieces = _text_units("".join(texts_by_turn[idx]), lang)
+                text = "".join(pieces[i] for i in guard_units(pieces, lang, duration_s, self.options))
             text = text.strip()
-            if not text:
+            if not _content(text):
                 continue
             events.append(TranscriptEvent(
                 speaker=chunk.speaker, start_s=round(chunk.start_s, 3),
-                end_s=round(chunk.start_s + chunk.audio.size / SAMPLE_RATE_HZ, 3), text=text,
+                end_s=round(chunk.start_s + duration_s, 3), text=text,
                 language=lang, final=True, words=tuple(words)))
         return WindowResult(events, lang, lang_probs, encodings)
+
+    def _options(self, tokenizer, lang: str, temperatures: Sequence[float]):
+        from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+
+        opts = self.options
+        beam = opts.beam_for(lang)
+        suppress = list(get_suppressed_tokens(tokenizer, [-1]))
+        if opts.suppress_fullwidth:
+            suppress = sorted(set(suppress) | set(fullwidth_tokens(self._model.hf_tokenizer)))
+        return TranscriptionOptions(
+            beam_size=beam, best_of=1, patience=1.0, length_penalty=1.0,
+            repetition_penalty=1.0, no_repeat_ngram_size=0, log_prob_threshold=opts.log_prob_threshold,
+            no_speech_threshold=opts.no_speech_threshold,
+            compression_ratio_threshold=opts.compression_ratio_threshold,
+            condition_on_previous_text=False, prompt_reset_on_temperature=0.5,
+            temperatures=list(temperatures),
+            initial_prompt=(opts.initial_prompt_zh or None) if lang == "zh" else None, prefix=None,
+            suppress_blank=True, suppress_tokens=tuple(suppress),
+            without_timestamps=False, max_initial_timestamp=1.0, word_timestamps=opts.word_timestamps,
+            prepend_punctuations="\"'“¿([{-", append_punctuations="\"'.。,，!！?？:：”)]}、",
+            multilingual=False, max_new_tokens=None, clip_timestamps="0",
+            hallucination_silence_threshold=None, hotwords=None,
+        )
+
+    def _run(self, features, tokenizer, encoder_output, lang: str, temperatures: Sequence[float]) -> list:
+        """Decode the window's segments (consuming faster-whisper's lazy generator in this thread)."""
+        options = self._options(tokenizer, lang, temperatures)
+        out = []
+        for seg in self._model.generate_segments(features, tokenizer, options, False, encoder_output):
+            if self._is_hallucination(seg):
+                log.debug("dropped likely hallucination %r (no_speech=%.2f)", seg.text, seg.no_speech_prob)
+                continue
+            out.append(seg)
+        return out
+
+    def _decode(self, features, tokenizer, encoder_output, lang: str, spans) -> list:
+        """Decode at the first temperature (0.0 by default: deterministic); re-decode with sampling only
+        when more temperatures are configured and the first decode failed Whisper's checks, and keep the
+        re-decode only if it does not invent text (see :func:`redecode_is_acceptable`)."""
+        opts = self.options
+        first = self._run(features, tokenizer, encoder_output, lang, opts.temperatures[:1])
+        rest = opts.temperatures[1:]
+        if not rest or not any(self._failed(seg) for seg in first):
+            return first
+        import ctranslate2
+
+        # A fixed seed makes a sampled re-decode repeatable within one process that decodes one window at
+        # a time (batch); concurrent windows (live, several ASR workers) share the generator.
+        ctranslate2.set_random_seed(opts.sampling_seed)
+        second = self._run(features, tokenizer, encoder_output, lang, rest)
+        audio_s = max((b for _a, b, _c in spans), default=0.0)
+        if redecode_is_acceptable(_segments_text(first), _segments_text(second), lang, audio_s, opts):
+            return second
+        log.info("refused a sampled re-decode that invents text: %r (first decode %r)",
+                 _segments_text(second)[:80], _segments_text(first)[:80])
+        return first
+
+    def _failed(self, seg) -> bool:
+        opts = self.options
+        if seg.no_speech_prob > opts.no_speech_threshold:
+            return False
+        return seg.compression_ratio > opts.compression_ratio_threshold or seg.avg_logprob < opts.log_prob_threshold
 
     def _is_hallucination(self, seg) -> bool:
         opts = self.options
@@ -394,3 +478,167 @@ def _simplify(text: str, language: str) -> str:
     import zhconv
 
     return zhconv.convert(text, "zh-cn")
+
+
+
+# -- guards against repetition loops and invented text --------------------------------------------------
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+# Small form variants (U+FE50-FE6F), full-width digits and Latin letters and the replacement character: in
+# a zh/en transcript these come only from a byte-level decode gone wrong ("Ｇ", "０", "﹑"). Full-width
+# punctuation ("，", "？") is real punctuation and stays.
+_JUNK = re.compile(r"[\ufe50-\ufe6f\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\ufffd]")
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+MIN_REPEATS_SINGLE = 6     # "问问问问问问": one unit six times (card digits "0000" stay)
+MIN_REPEATS_LONGER = 4     # "1-1-1-1-", "请用简体中文。" x4: a unit of 2..10 four times
+MAX_PERIOD = 10
+MAX_DIGIT_RUN = 20         # digits repeated in a card number (<= 19) are not a loop
+SLACK_UNITS = 3            # a short turn may hold a few more units than its duration's rate
+
+
+_PUNCT_RUN = re.compile(r"([^\w\s])\1{3,}")
+
+
+def squeeze_punctuation(text: str) -> str:
+    """One mark for a run of four or more of the same ("。。。。…" -> "。"). Whisper attaches trailing
+    punctuation to the word before it, so such a loop hides inside one word, out of the unit-level check."""
+    return _PUNCT_RUN.sub(r"\1", text)
+
+
+def _content(text: str) -> str:
+    """The text without spaces and punctuation (what a repetition or length check should compare)."""
+    return _NON_WORD.sub("", text).lower()
+
+
+def _text_units(text: str, language: str) -> list[str]:
+    """Split text without word timestamps into units that keep their spacing: characters for Mandarin,
+    words (with their leading space) otherwise."""
+    if language == "zh":
+        return list(text)
+    return re.findall(r"\s*\S+", text)
+
+
+def _unit_count(units: Sequence[str], language: str) -> int:
+    """How much speech the units claim: CJK characters (plus Latin words) for Mandarin, words otherwise."""
+    if language == "zh":
+        text = "".join(units)
+        return len(_CJK.findall(text)) + len(re.findall(r"[A-Za-z0-9]+", _CJK.sub(" ", text)))
+    return sum(1 for u in units if _content(u))
+
+
+def max_units(duration_s: float, language: str, options: AsrOptions) -> int:
+    """The most characters (zh) / words (others) a turn of ``duration_s`` can plausibly hold."""
+    rate = options.max_chars_per_s_zh if language == "zh" else options.max_words_per_s
+    return SLACK_UNITS + int(math.ceil(rate * max(0.0, duration_s)))
+
+
+def repetition_cut(units: Sequence[str]) -> list[int]:
+    """Indices of the units to keep once repetition loops are collapsed to one copy of their unit.
+
+    A loop is a run of one unit repeated ``MIN_REPEATS_SINGLE`` times, or of 2..``MAX_PERIOD`` units
+    repeated ``MIN_REPEATS_LONGER`` times, compared without spaces, case and attached punctuation ("问问问…",
+    "1-1-1-…", "请用简体中文。 请用简体中文。 …", "。。。。。。…"). Text after the run is kept.
+    """
+    # compared without case and punctuation; a unit of punctuation alone is compared as itself ("。" x 200)
+    keys = [_content(u) or u.strip() for u in units]
+    idx = [i for i, k in enumerate(keys) if k]          # the units that are not blank, in order
+    seq = [keys[i] for i in idx]
+    drop: set[int] = set()
+    pos = 0
+    while pos < len(seq):
+        found = None
+        for period in range(1, MAX_PERIOD + 1):
+            if pos + period * 2 > len(seq):
+                break
+            unit = seq[pos:pos + period]
+            reps = 1
+            while seq[pos + reps * period: pos + (reps + 1) * period] == unit:
+                reps += 1
+            need = MIN_REPEATS_SINGLE if period == 1 else MIN_REPEATS_LONGER
+            if all(k.isdigit() for k in unit):
+                # digits repeat in real card and account numbers ("0000 0000", "1234 1234 1234 1234"):
+                # a digit loop must run longer than any of those (19 digits) to count
+                need = max(need, -(-MAX_DIGIT_RUN // period))
+            if reps >= need:
+                found = (period, reps)
+                break
+        if found is None:
+            pos += 1
+            continue
+        period, reps = found
+        # keep the first copy, drop the repeats (and anything between them, e.g. their punctuation)
+        first_kept_end = idx[pos + period - 1]
+        run_end = idx[pos + reps * period - 1]
+        drop.update(range(first_kept_end + 1, run_end + 1))
+        # a partial copy right after the run is part of the loop too ("问问…问请" stays, "…请用简" goes)
+        tail = pos + reps * period
+        while tail < len(seq) and seq[tail] == seq[pos + (tail - pos) % period]:
+            drop.add(idx[tail])
+            if tail + 1 < len(idx):
+                drop.update(range(idx[tail] + 1, idx[tail + 1]))
+            tail += 1
+        pos = tail
+    return [i for i in range(len(units)) if i not in drop]
+
+
+def guard_units(units: Sequence[str], language: str, duration_s: float, options: AsrOptions) -> list[int]:
+    """Indices of a turn's units (words or characters) to keep: junk full-width forms removed, loops
+    collapsed, and the text cut at the most units its duration allows. Logs what it cut."""
+    keep = [i for i, u in enumerate(units) if not (_JUNK.search(u) and not _content(_JUNK.sub("", u)))]
+    if len(keep) < len(units):
+        log.info("removed %d junk full-width unit(s) from a %s turn", len(units) - len(keep), language)
+    looped = repetition_cut([units[i] for i in keep])
+    if len(looped) < len(keep):
+        log.warning("cut a repetition loop (%d of %d units) from a %.1f s %s turn: %r", len(keep) - len(looped),
+                    len(keep), duration_s, language, "".join(units[i] for i in keep)[:80])
+    keep = [keep[i] for i in looped]
+    limit = max_units(duration_s, language, options)
+    if _unit_count([units[i] for i in keep], language) > limit:
+        out: list[int] = []
+        for i in keep:
+            if _unit_count([units[j] for j in out + [i]], language) > limit:
+                break
+            out.append(i)
+        log.warning("cut a %.1f s %s turn to %d units (it claimed %d): %r", duration_s, language, limit,
+                    _unit_count([units[i] for i in keep], language), "".join(units[i] for i in keep)[:80])
+        keep = out
+    return keep
+
+
+def redecode_is_acceptable(first: str, second: str, language: str, audio_s: float, options: AsrOptions) -> bool:
+    """Whether a sampled re-decode may replace the first decode: it must fit the audio's duration, hold
+    no repetition loop, and mostly repeat what the first decode heard (at most a third of its units new:
+    a re-decode that adds "I'm a little bit more patient" to "Say the word, tape" invents)."""
+    units = _text_units(second, language)
+    if _unit_count(units, language) > max_units(audio_s, language, options):
+        return False
+    if len(repetition_cut(units)) < len(units):
+        return False
+    heard = {_content(u) for u in _text_units(first, language)} - {""}
+    new = [k for k in (_content(u) for u in units) if k and k not in heard]
+    return len(new) <= max(1, len([u for u in units if _content(u)]) // 3)
+
+
+def _segments_text(segments) -> str:
+    return "".join(seg.text for seg in segments)
+
+
+_fullwidth_cache: dict[int, tuple[int, ...]] = {}
+
+
+def fullwidth_tokens(hf_tokenizer) -> tuple[int, ...]:
+    """Ids of the byte-level tokens holding the byte 0xEF, which begins every character U+F000-FFFF
+    (full-width and small forms, compatibility forms, the replacement character). Suppressing them
+    stops Whisper from starting a three-byte full-width form whose last byte it then gets wrong."""
+    key = id(hf_tokenizer)
+    if key not in _fullwidth_cache:
+        # GPT-2 byte-level alphabet: printable bytes stand for themselves, the rest are shifted to 256+
+        printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+        extra = [b for b in range(256) if b not in printable]
+        to_byte = {chr(b): b for b in printable} | {chr(256 + n): b for n, b in enumerate(extra)}
+        ids = []
+        for token, token_id in hf_tokenizer.get_vocab().items():
+            if all(ch in to_byte for ch in token) and 0xEF in bytes(to_byte[ch] for ch in token):
+                ids.append(token_id)
+        _fullwidth_cache[key] = tuple(sorted(ids))
+    return _fullwidth_cache[key]

@@ -24,8 +24,12 @@ def main() -> int:
     config = load_config(args.config)
     if args.asr_model:
         config = config.replace("asr", model=args.asr_model)
-    print(f"asr model: {config.asr.model}, beam {config.asr.beam_size}, {config.asr.compute_type}, "
-          f"{config.asr.cpu_threads} threads")
+    print(f"asr model: {config.asr.model}, beam {config.asr.beam_size} (zh {config.asr.beam_size_zh}), "
+          f"temperatures {list(config.asr.temperatures)}, {config.asr.compute_type}, {config.asr.cpu_threads} threads")
+    from pipeline.evaluate.report import environment, package_versions
+
+    print("packages: " + ", ".join(f"{k} {v}" for k, v in package_versions().items() if v)
+          + f"; constraints.txt sha256 {(environment()['constraints_sha256'] or 'none')[:12]}")
     for line in benchmark.run(args.files, config).lines():
         print(line)
     return 0

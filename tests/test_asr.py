@@ -55,25 +55,73 @@ def test_embedded_base_model_is_assembled_and_checksum_verified():
     assert (Path(path) / "ok").read_text().strip().startswith("d01c3014")
 
 
-def test_real_clips_are_transcribed_within_error_bounds(transcriber, manifest, data_dir):
-    """WER (English) / CER (Mandarin) per clip, the 8 kHz telephone clip included."""
-    bounds = {"en": 0.35, "zh": 0.35}
+# The pipeline may be at most this much worse than faster-whisper run directly on the same clip, model and
+# machine (absolute error rate): one character of the 12-character Mandarin clip is 0.083, one word of the
+# 22-word JFK clip 0.045. Greedy int8 decoding differs between CPUs and library builds, so a fixed bound
+# measured on one machine fails on another (issue 15); a bound relative to direct decoding does not.
+MARGIN = {"zh": 0.10, "en": 0.05}
+
+
+@pytest.fixture(scope="module")
+def direct():
+    from pipeline.evaluate.asr import DirectWhisper
+
+    return DirectWhisper(AsrOptions())
+
+
+def _error(ref, hyp, lang):
+    if lang == "zh":
+        ref_u, hyp_u = _chars(ref), _chars(hyp)
+    else:
+        ref_u, hyp_u = _words(ref), _words(hyp)
+    return _edit_distance(ref_u, hyp_u) / max(1, len(ref_u))
+
+
+def _pipeline_text(transcriber, y):
+    """The clip as the pipeline's turns would be: windows of at most 24 s, each transcribed on its own."""
+    events = []
+    for s in range(0, y.size, 16000 * 24):
+        events.extend(transcriber.transcribe_chunks([AsrChunk("caller", s / 16000, y[s:s + 16000 * 24])]))
+    return "".join(e.text for e in events), events
+
+
+def _check(row, pipeline_hyp, direct_hyp):
+    """(passes, message): the pipeline's error is no worse than direct decoding's plus the margin."""
+    lang = row["language"]
+    err, ref_err = _error(row["reference_text"], pipeline_hyp, lang), _error(row["reference_text"], direct_hyp, lang)
+    name = "CER" if lang == "zh" else "WER"
+    msg = (f"{row['file']} ({row['sample_rate']} Hz): pipeline {name} {err:.3f} {pipeline_hyp!r}; faster-whisper "
+           f"direct {ref_err:.3f} {direct_hyp!r}; bound {ref_err:.3f} + {MARGIN[lang]}")
+    return err <= ref_err + MARGIN[lang], msg
+
+
+def test_real_clips_are_transcribed_no_worse_than_faster_whisper_direct(transcriber, direct, manifest, data_dir):
+    """WER (English) / CER (Mandarin) per clip, the 8 kHz telephone clip included, against faster-whisper
+    run directly (its own decoding and language detection) on the same clip in this test."""
+    failures = []
     for row in manifest:
-        y = _mono16k(data_dir / "asr" / row["file"])
-        chunks = [AsrChunk("caller", s / 16000, y[s:s + 16000 * 24]) for s in range(0, y.size, 16000 * 24)]
-        events = []
-        for c in chunks:
-            events.extend(transcriber.transcribe_chunks([c]))
-        hyp = "".join(e.text for e in events)
-        lang = row["language"]
-        if lang == "zh":
-            ref_u, hyp_u = _chars(row["reference_text"]), _chars(hyp)
-        else:
-            ref_u, hyp_u = _words(row["reference_text"]), _words(hyp)
-        err = _edit_distance(ref_u, hyp_u) / max(1, len(ref_u))
-        print(f"{row['file']}: {'CER' if lang == 'zh' else 'WER'} {err:.3f} ({row['sample_rate']} Hz) -> {hyp!r}")
-        assert {e.language for e in events} == {lang}, f"{row['file']}: language detected as {events}"
-        assert err <= bounds[lang], f"{row['file']}: error {err:.2f} -> {hyp!r}"
+        path = data_dir / "asr" / row["file"]
+        hyp, events = _pipeline_text(transcriber, _mono16k(path))
+        ok, msg = _check(row, hyp, direct.transcribe(str(path))["text"])
+        print(msg)
+        assert {e.language for e in events} == {row["language"]}, f"{row['file']}: language detected as {events}"
+        if not ok:
+            failures.append(msg)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("clip", ["aishell-BAC009S0724W0121.wav", "jfk.flac"])
+def test_the_bound_fails_when_the_pipeline_clips_the_onset(transcriber, direct, manifest, data_dir, clip):
+    """A test of the test: a pipeline that lost the first second of speech (a VAD cutting onsets) must
+    fail the bound above, so the bound is tight enough to catch broken ASR."""
+    row = next(r for r in manifest if r["file"] == clip)
+    path = data_dir / "asr" / clip
+    y = _mono16k(path)
+    onset = int(np.argmax(np.abs(y) > 0.1 * np.abs(y).max()))   # first loud sample: the speech onset
+    hyp, _ = _pipeline_text(transcriber, y[onset + 16000:])
+    ok, msg = _check(row, hyp, direct.transcribe(str(path))["text"])
+    print("onset clipped by 1 s:", msg)
+    assert not ok, f"the bound did not catch a clipped onset: {msg}"
 
 
 def test_mandarin_comes_out_in_simplified_characters(transcriber, data_dir):
