@@ -25,7 +25,7 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Hashable, Sequence
 
 log = logging.getLogger("pipeline.masking")
 
@@ -119,6 +119,16 @@ _EN_DIGITS = {
     "zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
     "six": "6", "seven": "7", "eight": "8", "nine": "9", "niner": "9",
 }
+# Digits read in pairs ("forty one eleven ..."): teens are two digits, tens are two digits with or
+# without a unit after them ("forty" = 40, "forty one" / "forty-one" = 41).
+_EN_TEENS = {
+    "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "fourteen": "14", "fifteen": "15",
+    "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19",
+}
+_EN_TENS = {
+    "twenty": "2", "thirty": "3", "forty": "4", "fourty": "4", "fifty": "5", "sixty": "6", "seventy": "7",
+    "eighty": "8", "ninety": "9",
+}
 _ZH_DIGITS = {
     "零": "0", "〇": "0", "○": "0", "一": "1", "幺": "1", "二": "2", "两": "2", "三": "3", "四": "4",
     "五": "5", "六": "6", "七": "7", "八": "8", "九": "9",
@@ -126,15 +136,52 @@ _ZH_DIGITS = {
 _UNIT = re.compile(
     r"(?P<d>\d+)"
     r"|(?P<c>[零〇○一幺二两三四五六七八九])"
+    r"|(?<![A-Za-z])(?P<tens>twenty|thirty|forty|fourty|fifty|sixty|seventy|eighty|ninety)"
+    r"(?:[ \t-]?(?P<tu>one|two|three|four|five|six|seven|eight|nine)(?![A-Za-z']))?(?![A-Za-z'])"
+    r"|(?<![A-Za-z])(?P<teen>ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen)"
+    r"(?![A-Za-z'])"
     r"|(?<![A-Za-z])(?:(?P<mult>double|triple)[ \t]+)?"
     r"(?P<w>zero|oh|o|one|two|three|four|five|six|seven|eight|nine|niner)(?![A-Za-z'])"
     r"|(?<![A-Za-z])(?P<x>[Xx])(?![A-Za-z])|(?P<xc>叉)",
     re.IGNORECASE,
 )
-# Gaps allowed inside a written number: a space or two, one dash/dot/slash, parentheses round an area code.
-_WRITTEN_GAP = re.compile(r"[ \u00a0\u3000]{1,2}|[ ]?[-\u2013\u2014./][ ]?|\)[ ]?-?[ ]?|[ ]?\(")
-# Spoken digits may also be separated by commas (ASR punctuates pauses) or touch each other (Mandarin).
-_SPOKEN_GAP = re.compile(r"\s{0,3}|\s*[-\u2013\u2014,，、.]\s*")
+# What may stand between the digit groups of one number, written or spoken, once it is read as a digit
+# stream: any run of separator characters (spaces of any kind and number, tabs, newlines, commas and
+# thousands separators, dots, dashes of every width, underscores, slashes, quotes, brackets, zero-width
+# characters) and hesitation fillers ("uh", "um", "嗯", "那个"), bounded so that two numbers in
+# different sentences stay apart. One grammar for every case, rather than one pattern per way of writing.
+_SEPARATOR_CHARS = (
+    " \t\n\r\f\v\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"  # spaces and line breaks
+    "\u200b\u200c\u200d\u2060\ufeff\u00ad"  # zero-width characters, soft hyphen
+    ",\uff0c\u3001\u066b\u066c"  # commas, thousands separators
+    ".\u3002\uff0e\u00b7\u30fb"  # dots
+    "\\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d"  # hyphens, dashes, minus, full-width hyphen-minus
+    "_\uff3f/\uff0f|"  # underscores, slashes
+    "'\"`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u00ab\u00bb\u2039\u203a\uff02\uff07\u300c\u300d\u300e\u300f"
+    "()\\[\\]{}\uff08\uff09<>"  # brackets
+)
+_FILLERS_EN = ("uh", "uhh", "uhm", "um", "umm", "er", "erm", "ah", "ahh", "eh", "hmm", "hm", "mm", "mhm")
+_FILLERS_ZH = ("嗯", "呃", "啊", "额", "哦", "噢", "那个", "就是")
+_GAP_MAX_CHARS = 16
+_GAP_MAX_FILLERS = 3
+_GAP = re.compile(
+    rf"(?:[{_SEPARATOR_CHARS}]+|(?<![A-Za-z])(?:{'|'.join(_FILLERS_EN)})(?![A-Za-z'])|{'|'.join(_FILLERS_ZH)})*",
+    re.IGNORECASE,
+)
+_FILLER = re.compile(rf"(?<![A-Za-z])(?:{'|'.join(_FILLERS_EN)})(?![A-Za-z'])|{'|'.join(_FILLERS_ZH)}", re.IGNORECASE)
+_MIXED_GAP = re.compile(r"[ \t\u00a0\u3000,，、\-]{0,3}")
+_LINE_BREAKS = re.compile(r"\n\s*\n")  # a blank line ends a number: it is a new paragraph
+
+
+def is_number_gap(gap: str) -> bool:
+    """True when ``gap`` (the text between two digit groups) can sit inside one number."""
+    if len(gap) > _GAP_MAX_CHARS or _LINE_BREAKS.search(gap):
+        return False
+    if _GAP.fullmatch(gap) is None:
+        return False
+    return len(_FILLER.findall(gap)) <= _GAP_MAX_FILLERS
+
+
 # A secret's name, then at most a few non-sentence-ending characters, then the digits ("PIN is 1234",
 # "密码是六个数字123456" does not count: the name must be close). CVV, PIN, passwords and one-time codes
 # must never be stored at all (PCI DSS 3.2), so their digits go even though they are short.
@@ -170,7 +217,9 @@ class _Group:
 
 
 def _digit_groups(text: str, spoken_digits: bool) -> list[list[_Group]]:
-    """Runs of digit groups, each run joined only by gaps a number can contain."""
+    """The text read as digit streams: runs of digit groups (written digit strings, spoken digit words,
+    pairs like "forty one"), each joined only by gaps a number can contain (:func:`is_number_gap`).
+    Each group keeps its character span, so a classified stream maps back onto the text."""
     runs: list[list[_Group]] = []
     current: list[_Group] = []
     prev_end = -1
@@ -189,6 +238,12 @@ def _digit_groups(text: str, spoken_digits: bool) -> list[list[_Group]]:
             continue
         elif m.group("c") is not None:
             group = _Group(m.start(), m.end(), _ZH_DIGITS[m.group("c")], True)
+        elif m.group("tens") is not None:
+            unit = m.group("tu")
+            group = _Group(m.start(), m.end(),
+                           _EN_TENS[m.group("tens").lower()] + (_EN_DIGITS[unit.lower()] if unit else "0"), True)
+        elif m.group("teen") is not None:
+            group = _Group(m.start(), m.end(), _EN_TEENS[m.group("teen").lower()], True)
         else:
             word = _EN_DIGITS[m.group("w").lower()]
             mult = (m.group("mult") or "").lower()
@@ -206,11 +261,13 @@ def _digit_groups(text: str, spoken_digits: bool) -> list[list[_Group]]:
                     current[-1] = _Group(last.start, group.end, last.digits + "X", False)
                     prev_end = group.end
                     continue
-                joined = _SPOKEN_GAP.fullmatch(gap) is not None
-            elif group.spoken or last.spoken:
-                joined = _SPOKEN_GAP.fullmatch(gap) is not None
+                joined = is_number_gap(gap) and not _FILLER.search(gap)
+            elif group.spoken != last.spoken:
+                # spoken words then written digits (or back): only a plain pause between them, so that
+                # "one ('4532..." is a word before a quoted number, not one 17-digit number
+                joined = _MIXED_GAP.fullmatch(gap) is not None
             else:
-                joined = _WRITTEN_GAP.fullmatch(gap) is not None
+                joined = is_number_gap(gap)
         if not joined:
             if current:
                 runs.append(current)
@@ -445,6 +502,178 @@ def mask_words(words: Sequence[str], options: MaskingOptions) -> list[str]:
         out.append("".join(pieces))
         offset = b
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# A call's text stream: numbers split across ASR segments
+
+HELD = "[…]"  # digits at the end of a segment that the next segment may continue: shown once resolved
+
+
+@dataclass
+class _StreamSegment:
+    key: Hashable
+    parts: tuple[str, ...]
+    emitted: tuple[str, ...] | None = None
+    open_tail: bool = False  # part of the digit run open at the stream's end when last masked
+
+
+def _joins_without_space(left: str, right: str) -> bool:
+    # ASR segments carry their own leading space (" 1111"), Mandarin none; only two words that would
+    # run together ("four" + "one") need one put between them.
+    return not (left[-1:].isascii() and left[-1:].isalpha() and right[:1].isascii() and right[:1].isalpha())
+
+
+class StreamMasker:
+    """Masks one speaker's transcript as one text stream, across the segments ASR cuts it into.
+
+    Each segment is masked together with the segments before it that its masking may depend on: the
+    ones holding a digit run still open at the stream's end (a card number "4111 1111" + "1111 1111"
+    read over a pause), and the last one (a "PIN is" before the digits). A run still open at the end of
+    the newest segment is shown as ``HELD`` until the next segment (or :meth:`finish`) says whether it
+    continues, so the live feed shows at most ``hold_min_digits - 1`` digits of a split number, and
+    the stored transcript none. :meth:`push` returns the masked parts of the new segment and of every
+    earlier segment whose masking changed (the caller replaces what it stored for them).
+    """
+
+    def __init__(self, options: MaskingOptions, *, max_segments: int = 8, hold_min_digits: int = 3) -> None:
+        self.options = options
+        self.max_segments = max(1, max_segments)
+        self.hold_min_digits = max(1, hold_min_digits)
+        self._window: list[_StreamSegment] = []
+
+    def push(self, key: Hashable, parts: Sequence[str]) -> dict[Hashable, list[str]]:
+        """Add a finished segment (its text as one part, or its ASR words). Returns ``{key: masked
+        parts}`` for this segment and for each earlier one that needs revising."""
+        parts = tuple(parts)
+        if not all(isinstance(p, str) for p in parts):
+            raise TypeError("StreamMasker.push() needs a sequence of str")
+        self._window.append(_StreamSegment(key, parts))
+        return self._remask(final=False)
+
+    def preview(self, parts: Sequence[str]) -> list[str]:
+        """Masked parts of a segment still being spoken (an interim transcript), in the stream's
+        context; nothing is kept."""
+        probe = _StreamSegment(object(), tuple(parts))
+        masked = self._mask_window(self._window + [probe], final=False)
+        return list(masked[-1])
+
+    def finish(self) -> dict[Hashable, list[str]]:
+        """The stream has ended: resolve held digits. Returns revisions like :meth:`push`."""
+        revised = self._remask(final=True)
+        self._window.clear()
+        return revised
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _remask(self, *, final: bool) -> dict[Hashable, list[str]]:
+        masked = self._mask_window(self._window, final=final)
+        revised: dict[Hashable, list[str]] = {}
+        last = len(self._window) - 1
+        for i, (seg, parts) in enumerate(zip(self._window, masked)):
+            # Only the new segment and those still holding digits are (re)decided; the others are
+            # context, and what was shown for them stays (it was masked with at least this context).
+            held = seg.emitted is not None and HELD in "".join(seg.emitted)
+            if (i == last and not final) or held or seg.open_tail:
+                if seg.emitted != parts:
+                    revised[seg.key] = list(parts)
+                seg.emitted = parts
+        if not final:
+            joined, _, seg_starts = self._joined(self._window)
+            run = self._open_run(joined)
+            ends = seg_starts[1:] + [len(joined) + 1]
+            for seg, start, end in zip(self._window, seg_starts, ends):
+                seg.open_tail = run is not None and end > run[0]
+            self._trim()
+        return revised
+
+    def _joined(self, window: list[_StreamSegment]) -> tuple[str, list[list[tuple[int, int]]], list[int]]:
+        pieces: list[str] = []
+        bounds: list[list[tuple[int, int]]] = []
+        seg_starts: list[int] = []
+        pos = 0
+        for seg in window:
+            text = "".join(seg.parts)
+            if pieces and text and not _joins_without_space(pieces[-1], text):
+                pieces.append(" ")
+                pos += 1
+            seg_starts.append(pos)
+            spans = []
+            for part in seg.parts:
+                spans.append((pos, pos + len(part)))
+                pos += len(part)
+            if text:
+                pieces.append(text)
+            bounds.append(spans)
+        return "".join(pieces), bounds, seg_starts
+
+    def _open_run(self, joined: str) -> tuple[int, int, int] | None:
+        """(start, end, digits) of the digit run at the end of the stream, if nothing but a number's
+        gap follows it (the next segment may continue it)."""
+        runs = _digit_groups(joined, self.options.spoken_digits)
+        if not runs:
+            return None
+        run = runs[-1]
+        if not is_number_gap(joined[run[-1].end:]):
+            return None
+        return run[0].start, run[-1].end, sum(len(g.digits) for g in run)
+
+    def _mask_window(self, window: list[_StreamSegment], *, final: bool) -> list[tuple[str, ...]]:
+        joined, bounds, _ = self._joined(window)
+        spans = _mask_spans(joined, self.options)
+        if not final and self.options.enabled:
+            run = self._open_run(joined)
+            if run is not None and run[2] >= self.hold_min_digits:
+                start, end, _ = run
+                covered = sum(min(e, end) - max(s, start) for s, e, _ in spans if s < end and e > start)
+                digits_left = any(ch.isdecimal() or ch.isalpha() for ch in _blank_spans(joined, spans)[start:end])
+                if covered < end - start and digits_left:
+                    # hold the whole open run: whatever it turns out to be, it is not shown yet
+                    hold_start = min([start] + [s for s, e, _ in spans if s < end and e > start])
+                    spans = [sp for sp in spans if sp[1] <= hold_start or sp[0] >= end] + [(hold_start, end, HELD)]
+                    spans.sort()
+        out: list[tuple[str, ...]] = []
+        for seg_bounds in bounds:
+            out.append(tuple(_mask_piece(joined, a, b, spans) for a, b in seg_bounds))
+        return out
+
+    def _trim(self) -> None:
+        """Keep the segments the next one's masking may depend on: from the one where the open digit
+        run starts (if any), else the last one only; never more than ``max_segments``."""
+        joined, _, seg_starts = self._joined(self._window)
+        keep_from = len(self._window) - 1
+        run = self._open_run(joined)
+        if run is not None:
+            # the segment where the open run starts, and the one before it as its context
+            first = max(i for i, start in enumerate(seg_starts) if start <= run[0])
+            keep_from = min(keep_from, max(0, first - 1))
+        keep_from = max(keep_from, len(self._window) - self.max_segments)
+        del self._window[:keep_from]
+
+
+def _blank_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
+    """``text`` with every span's characters blanked (same length), to see what a span leaves."""
+    chars = list(text)
+    for start, end, _ in spans:
+        chars[start:end] = " " * (end - start)
+    return "".join(chars)
+
+
+def _mask_piece(joined: str, a: int, b: int, spans: list[tuple[int, int, str]]) -> str:
+    """The masked text of ``joined[a:b]``: a span's token goes where the span starts."""
+    pieces: list[str] = []
+    pos = a
+    for start, end, token in spans:
+        if end <= a or start >= b:
+            continue
+        if start > pos:
+            pieces.append(joined[pos:start])
+        if start >= a:
+            pieces.append(token)
+        pos = max(pos, min(end, b))
+    if pos < b:
+        pieces.append(joined[pos:b])
+    return "".join(pieces)
 
 
 class MaskingFilter(logging.Filter):

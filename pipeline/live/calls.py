@@ -13,6 +13,7 @@ are never dropped: they leave the worker as soon as ``feed`` returns them, recor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -71,6 +72,8 @@ class LiveCall:
     last_lag_warning: float = 0.0
     last_drop_warning: float = 0.0
     drained: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever the worker took the backlog
+    tap_call_id: str = ""  # the id the tap gave, when the service had to give the call another one
+    last_checkpoint: float = 0.0
 
     @property
     def call_id(self) -> str:
@@ -99,6 +102,7 @@ class LiveCall:
             "transcript_tail": list(self.transcript),
             "alerts": [a["id"] for a in self.alerts if a["state"] == "raised"],
             "errors": self.errors[-5:], "end_reason": self.end_reason,
+            **({"tap_call_id": self.tap_call_id} if self.tap_call_id else {}),
         }
 
 
@@ -109,8 +113,13 @@ class CallManager:
                  on_alert: Callable[[LiveCall, dict], None],
                  on_update: Callable[[str, str, dict], None],
                  on_ended: Callable[[LiveCall], Any],
-                 call_info: Callable[..., Any] = default_call_info) -> None:
+                 call_info: Callable[..., Any] = default_call_info,
+                 id_taken: Callable[[str], bool] | None = None,
+                 on_checkpoint: Callable[[LiveCall, dict, dict | None], Any] | None = None) -> None:
         self.engine = engine
+        self.id_taken = id_taken
+        self.on_checkpoint = on_checkpoint
+        self.refused: dict[str, int] = {}  # reason -> calls refused
         self.options = options
         self.executor = executor
         self.on_alert = on_alert
@@ -130,23 +139,66 @@ class CallManager:
 
     # --- opening -----------------------------------------------------------------------------
 
+    def _refuse(self, reason: str, message: str) -> CallRejected:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        return CallRejected(message)
+
+    def find(self, tap_call_id: str) -> LiveCall | None:
+        """The live call a tap knows as ``tap_call_id`` (renamed or not)."""
+        call = self.live.get(tap_call_id)
+        if call is not None and not call.tap_call_id:
+            return call
+        return next((c for c in self.live.values() if c.tap_call_id == tap_call_id), None)
+
+    def _fresh_id(self, call_id: str) -> str:
+        """``call_id``, or ``<call_id>~2``, ``~3``... when a stored call (or a crashed call's checkpoint)
+        already has it: a reused id never overwrites the call stored under it."""
+        if self.id_taken is None or not self.id_taken(call_id):
+            return call_id
+        for n in range(2, 1000):
+            candidate = f"{call_id[:120]}~{n}"
+            if candidate not in self.live and not self.id_taken(candidate):
+                return candidate
+        raise self._refuse("call id reused", f"call id {call_id} has been used 1000 times; refused")
+
     def open(self, meta: CallMeta) -> LiveCall:
-        if meta.call_id in self.live:
-            raise CallRejected(f"call {meta.call_id} is already live; a tap must use a fresh call id")
+        if self.find(meta.call_id) is not None:
+            raise self._refuse("call id live", f"call {meta.call_id} is already live; a tap must use a fresh call id")
         if len(self.live) >= self.options.max_calls:
-            raise CallRejected(f"{len(self.live)} calls are live, the limit live.max_calls; call {meta.call_id} "
-                               "refused (raise the limit only if the CPUs keep up: see scripts/bench_live.py)")
+            raise self._refuse("max_calls", f"{len(self.live)} calls are live, the limit live.max_calls; call "
+                               f"{meta.call_id} refused (raise the limit only if the CPUs keep up: see "
+                               "scripts/bench_live.py)")
+        same_tap = sum(1 for c in self.live.values() if c.meta.source == meta.source)
+        if same_tap >= self.options.max_calls_per_tap:
+            raise self._refuse("max_calls_per_tap", f"{same_tap} calls are live on {meta.source}, the limit "
+                               f"live.max_calls_per_tap; call {meta.call_id} refused")
+        if meta.peer:
+            same_peer = sum(1 for c in self.live.values() if c.meta.peer == meta.peer)
+            if same_peer >= self.options.max_calls_per_source:
+                raise self._refuse("max_calls_per_source", f"{same_peer} calls are live from {meta.peer}, the "
+                                   f"limit live.max_calls_per_source; call {meta.call_id} refused")
+        tap_call_id = ""
+        fresh = self._fresh_id(meta.call_id)
+        if fresh != meta.call_id:
+            log.warning("call id %s is already stored; this call is %s (the stored call is kept)", meta.call_id,
+                        fresh, extra={"call_id": fresh})
+            tap_call_id = meta.call_id
+            meta = dataclasses.replace(meta, call_id=fresh)
         stereo = meta.layout == "stereo"
         roles = ("agent", "caller") if stereo else ("mixed",)
         sr = meta.sample_rate_hz
         info = self.call_info(call_id=meta.call_id, sample_rate_hz=sr, n_channels=len(roles),
                               agent_channel=0 if stereo else None, agent_id=meta.agent_id, source=meta.source,
                               started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        session = self.engine.open_call(info, defer_asr=True) if self.defer_asr else self.engine.open_call(info)
+        try:
+            session = self.engine.open_call(info, defer_asr=True) if self.defer_asr else self.engine.open_call(info)
+        except Exception as exc:  # the engine cannot take it (a model missing, a bad option): refuse, say why
+            log.error("call %s: the engine could not open it (%s)", meta.call_id, exc, extra={"call_id": meta.call_id})
+            raise self._refuse("engine", f"the engine could not open call {meta.call_id}: {exc}") from exc
         aligner = Aligner(roles=roles, max_skew_samples=sr * self.options.max_skew_ms // 1000,
                           max_gap_samples=int(sr * self.options.rtp_max_gap_s))
         call = LiveCall(meta=meta, session=session, aligner=aligner, started_at=info.started_at,
-                        opened_mono=time.monotonic())
+                        opened_mono=time.monotonic(), tap_call_id=tap_call_id)
         self.live[meta.call_id] = call
         call.task = asyncio.get_running_loop().create_task(self._work(call), name=f"call-{meta.call_id}")
         log.info("call %s opened from %s (%s, %d Hz, agent %s)", meta.call_id, meta.source, meta.layout, sr,
@@ -214,6 +266,7 @@ class CallManager:
         loop = asyncio.get_running_loop()
         sr = call.sample_rate_hz
         try:
+            await self._checkpoint(call)  # at once: a call that started always leaves a record
             while True:
                 await call.wake.wait()
                 call.wake.clear()
@@ -235,6 +288,8 @@ class CallManager:
                     call.fed_samples += n
                     self._dispatch(call, events)
                     self._schedule_asr(call)
+                    if time.monotonic() - call.last_checkpoint >= self.options.checkpoint_interval_s:
+                        await self._checkpoint(call)
                 if call.state == "ending":
                     break
             async with call.lock:
@@ -259,6 +314,30 @@ class CallManager:
             finally:
                 call.done.set()
                 self.on_update("call", call.call_id, call.summary())
+
+    async def _checkpoint(self, call: LiveCall) -> None:
+        """Save the call's partial result and the agent's shift as if the call ended now: after a crash
+        the call is closed as "interrupted" with these, its strain counted."""
+        call.last_checkpoint = time.monotonic()
+        if self.on_checkpoint is None:
+            return
+        loop = asyncio.get_running_loop()
+        result = getattr(call.session, "result", None)
+        shift = getattr(call.session, "shift_so_far", None)
+        try:
+            async with call.lock:
+                partial = dict(await loop.run_in_executor(self.executor, result)) if callable(result) else {
+                    "call_id": call.call_id, "agent_id": call.meta.agent_id, "source": call.meta.source,
+                    "started_at": call.started_at, "alerts": list(call.alerts)}
+                state = await loop.run_in_executor(self.executor, shift) if callable(shift) else None
+            partial.setdefault("call_id", call.call_id)
+            partial.setdefault("source", call.meta.source)
+            partial.setdefault("started_at", call.started_at)
+            if call.tap_call_id:
+                partial["tap_call_id"] = call.tap_call_id
+            await _maybe_await(self.on_checkpoint(call, partial, state))
+        except Exception:  # a failing checkpoint must not end the call; the log says why
+            log.exception("call %s: checkpoint failed", call.call_id, extra={"call_id": call.call_id})
 
     def _schedule_asr(self, call: LiveCall) -> None:
         take = getattr(call.session, "take_asr_jobs", None)
@@ -325,6 +404,8 @@ class CallManager:
                             event.message, extra={"call_id": call.call_id})
             elif isinstance(event, CallEnded):
                 call.result = dict(event.result)
+                if call.tap_call_id:
+                    call.result["tap_call_id"] = call.tap_call_id
 
     async def result_so_far(self, call: LiveCall) -> dict:
         """The engine's per-call JSON as far as the call has got (taken between two feeds)."""

@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     replay = subparsers.add_parser("replay", help="stream a recorded stereo call into a tap",
                                    description="Stream a stereo call WAV into callpulse serve in a tap format.")
     replay.add_argument("wav", help="stereo call recording (agent and caller on separate channels)")
-    replay.add_argument("--format", required=True, choices=("audio-fork", "twilio", "audiosocket", "sip", "siprec"))
+    replay.add_argument("--format", required=True, choices=("audio-fork", "twilio", "audiosocket", "sip", "siprec",
+                                                                     "audiohook"))
     replay.add_argument("--to", required=True,
                         help="ws://host:port/tap/audio-fork, ws://host:port/tap/twilio, host:port (audiosocket), "
                              "sip:analyze@host:port")
@@ -98,7 +99,9 @@ async def _serve(config, *, insecure: bool) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from .replay import ReplayCall, replay, wait_for_result
+    import aiohttp
+
+    from .replay import CallRefusedError, ReplayCall, replay, wait_for_result
 
     config = load_config(args.config)
     agent_channel = args.agent_channel if args.agent_channel is not None else config.audio.agent_channel
@@ -113,7 +116,15 @@ def run_replay(args: argparse.Namespace) -> int:
         return None
 
     print(f"callpulse replay: call {call.call_id} -> {args.to} ({args.format})", file=sys.stderr, flush=True)
-    result = asyncio.run(go())
+    try:
+        result = asyncio.run(go())
+    except CallRefusedError as exc:
+        # exit 3: the call was not taken (or was cut); a script can tell it from a bad argument (2)
+        print(f"callpulse replay: call refused: {exc}", file=sys.stderr, flush=True)
+        return 3
+    except (OSError, aiohttp.ClientError) as exc:  # nothing listening there, or the connection died
+        print(f"callpulse replay: could not stream to {args.to}: {exc}", file=sys.stderr, flush=True)
+        return 3
     if result is not None:
         json.dump(result, sys.stdout, ensure_ascii=False, indent=2)
         print()

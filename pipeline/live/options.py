@@ -22,6 +22,13 @@ class LiveOptions:
     database: str = "callpulse-live.sqlite"
     results_dir: str = ""
     max_calls: int = 64
+    max_calls_per_source: int = 32
+    max_calls_per_tap: int = 48
+    idle_timeout_s: float = 15.0
+    allowed_hosts: tuple[str, ...] = ()
+    max_body_bytes: int = 16384
+    checkpoint_interval_s: float = 5.0
+    webhook_secret: str = ""
     max_frame_bytes: int = 65536
     call_id_keys: tuple[str, ...] = ("callId", "call_id", "uuid", "callSid", "sessionId")
     agent_id_keys: tuple[str, ...] = ("agentId", "agent_id", "agent")
@@ -66,6 +73,12 @@ class LiveOptions:
             raise ValueError("live.max_frame_bytes must be at least 1024")
         if self.workers < 1 or self.max_calls < 1:
             raise ValueError("live.workers and live.max_calls must be at least 1")
+        if self.max_calls_per_source < 1 or self.max_calls_per_tap < 1:
+            raise ValueError("live.max_calls_per_source and live.max_calls_per_tap must be at least 1")
+        if self.idle_timeout_s <= 0 or self.checkpoint_interval_s <= 0:
+            raise ValueError("live.idle_timeout_s and live.checkpoint_interval_s must be > 0 seconds")
+        if not 256 <= self.max_body_bytes <= 1 << 20:
+            raise ValueError("live.max_body_bytes must be 256..1048576")
         if self.asr_mode not in ("deferred", "inline"):
             raise ValueError(f"live.asr_mode must be 'deferred' or 'inline', got {self.asr_mode!r}")
         if self.asr_workers < 1:

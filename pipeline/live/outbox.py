@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 import aiohttp
 
 from .options import LiveOptions
+from .security import SIGNATURE_HEADER, sign_webhook
 
 log = logging.getLogger("pipeline.live.outbox")
 
@@ -142,6 +143,32 @@ class AlertLog:
         return {"id": alert_id, "acked_at": row[0], "acked_by": row[1]}
 
     @_locked
+    def close_interrupted(self, call_id: str) -> int:
+        """A crashed call's alerts that were raised and never cleared get an ``interrupted`` state row
+        (the alert log shows they ended with the call, not that they are still open). Returns how many."""
+        rows = self.db.execute(
+            "SELECT alert_id, body FROM live_alerts a WHERE call_id = ? AND state = 'raised' AND NOT EXISTS "
+            "(SELECT 1 FROM live_alerts b WHERE b.alert_id = a.alert_id AND b.state IN ('cleared', 'interrupted'))",
+            (call_id,)).fetchall()
+        now = utc_now()
+        with self.db:
+            for alert_id, body in rows:
+                alert = {**json.loads(body), "state": "interrupted"}
+                self.db.execute(
+                    "INSERT OR IGNORE INTO live_alerts (alert_id, state, call_id, agent_id, body, created_at) "
+                    "VALUES (?, 'interrupted', ?, ?, ?, ?)",
+                    (alert_id, call_id, alert.get("agent_id"), json.dumps(alert, ensure_ascii=False), now))
+        return len(rows)
+
+    @_locked
+    def open_alert_ids(self) -> list[str]:
+        """Alerts raised and not (yet) cleared or interrupted."""
+        rows = self.db.execute(
+            "SELECT alert_id FROM live_alerts a WHERE state = 'raised' AND NOT EXISTS (SELECT 1 FROM live_alerts b "
+            "WHERE b.alert_id = a.alert_id AND b.state IN ('cleared', 'interrupted')) ORDER BY seq").fetchall()
+        return [r[0] for r in rows]
+
+    @_locked
     def due(self, *, now: float, limit: int = 50) -> list[Delivery]:
         rows = self.db.execute(
             "SELECT o.id, o.url, o.idempotency_key, o.attempts, a.body FROM live_outbox o "
@@ -184,8 +211,10 @@ def backoff_s(options: LiveOptions, attempts: int, *, rng: random.Random) -> flo
 class WebhookSender:
     """Delivers the outbox. One task per service; woken when an alert is recorded."""
 
-    def __init__(self, alerts: AlertLog, options: LiveOptions, *, concurrency: int = 8) -> None:
+    def __init__(self, alerts: AlertLog, options: LiveOptions, *, concurrency: int = 8,
+                 secret: str | None = None) -> None:
         self.alerts = alerts
+        self.secret = secret
         self.options = options
         self.wake = asyncio.Event()
         self._rng = random.Random()
@@ -213,10 +242,15 @@ class WebhookSender:
     async def _deliver(self, http: aiohttp.ClientSession, delivery: Delivery) -> None:
         headers = {"Content-Type": "application/json", "Idempotency-Key": delivery.key,
                    "User-Agent": "callpulse-live"}
+        body = delivery.body.encode("utf-8")
         error: str | None = None
         try:
             async with self._sem:
-                async with http.post(delivery.url, data=delivery.body.encode("utf-8"), headers=headers) as resp:
+                if self.secret:
+                    # signed per attempt: the timestamp is when this POST leaves, so a receiver's replay
+                    # window counts from now, not from when the alert was raised
+                    headers[SIGNATURE_HEADER] = sign_webhook(self.secret, body)
+                async with http.post(delivery.url, data=body, headers=headers) as resp:
                     await resp.read()
                     if not 200 <= resp.status < 300:
                         error = f"HTTP {resp.status}"

@@ -4,7 +4,10 @@ One :class:`LiveService` per process holds the engine (models loaded once), the 
 the feed hub and the webhook sender; nothing lives in module globals. Security: every tap, the API and
 the dashboard page need the token (``Authorization: Bearer <token>`` or ``?token=`` where a tap cannot
 set headers; SIP and AudioSocket by source-address allow-list), unless the service was started with
-``insecure=True``, which is only accepted on a loopback address.
+``insecure=True``, which is only accepted on a loopback address. Before the token: the Host header must
+name this service and a browser's Origin must be its own (DNS rebinding, CSRF), and every POST must be
+``application/json`` (a cross-site form cannot send that without a CORS preflight, which is never
+granted). Requests are parsed strictly: a bad path, query or body is a 4xx, never a 500.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -30,12 +34,16 @@ from .feed import FeedHub, sse_event
 from .ingest import SERVICE_KEY, AudioSocketServer, audio_fork_handler, twilio_handler
 from .options import LiveOptions
 from .outbox import AlertLog, WebhookSender
+from .security import BoundedJsonError, allowed_hosts, host_allowed, origin_allowed, parse_json
 from .sip_ua import SipUserAgent
+from .taps.audiohook import audiohook_handler
 
 log = logging.getLogger("pipeline.live.server")
 
 STATIC_DIR = Path(__file__).with_name("static")
 PUBLIC_PREFIXES = ("/static/",)
+STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.(?:js|css|html|svg|png|ico|woff2?)")
+MAX_CURSOR = 2 ** 63 - 1  # SQLite integers are 64-bit signed
 
 
 @dataclass(frozen=True)
@@ -93,13 +101,25 @@ class LiveService:
         self.executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="callpulse-feed")
         self.hub = FeedHub(max_updates=options.feed_queue)
         self.alerts = AlertLog(store.connection, options, lock=getattr(store, "lock", None))
-        self.sender = WebhookSender(self.alerts, options)
+        self.webhook_secret = os.environ.get("CALLPULSE_WEBHOOK_SECRET") or options.webhook_secret
+        self.sender = WebhookSender(self.alerts, options, secret=self.webhook_secret or None)
         self.calls = CallManager(engine=engine, options=options, executor=self.executor,
                                  on_alert=self._on_alert, on_update=self.hub.publish_update,
-                                 on_ended=self._on_ended, call_info=call_info)
+                                 on_ended=self._on_ended, call_info=call_info,
+                                 id_taken=self._id_taken if callable(getattr(store, "call_exists", None)) else None,
+                                 on_checkpoint=(self._on_checkpoint
+                                                if callable(getattr(store, "save_checkpoint", None)) else None))
         self.sip = SipUserAgent(self)
         self.audiosocket = AudioSocketServer(self)
         self.malformed_outside_calls = 0
+        self.idle_timeouts = 0
+        self.http_refused: dict[str, int] = {}  # why requests were answered 4xx before a handler ran
+        self.interrupted_on_start: list[str] = []
+        self._hosts: frozenset[str] | None = None
+        from .metrics import LiveMetrics
+
+        self.metrics = LiveMetrics(self)
+        self.stopping = False
         self.bound: Bound | None = None
         self._runner: web.AppRunner | None = None
         self._tcp: asyncio.AbstractServer | None = None
@@ -116,6 +136,12 @@ class LiveService:
         from ..store import Store
 
         options: LiveOptions = config.live
+        from ..store_base import is_postgres_url
+
+        if is_postgres_url(options.database):
+            raise ConfigError("the live service keeps its alert log and webhook outbox in SQLite: several live "
+                              "workers on one PostgreSQL are not built yet; give [live] database a file path "
+                              "(batch takes a postgresql:// database)")
         store = Store.open(options.database)
         engine = Engine.load(config, store=store) if _accepts_store(Engine.load) else Engine.load(config)
         service = cls(engine=engine, store=store, options=options, insecure=insecure)
@@ -124,14 +150,23 @@ class LiveService:
 
     async def start(self) -> Bound:
         opts = self.options
-        app = web.Application(middlewares=[self._auth], client_max_size=64 * 1024)
+        self._hosts = allowed_hosts(opts.host, opts.allowed_hosts)
+        self._recover_interrupted()
+        if opts.webhook_urls and not self.webhook_secret:
+            log.warning("webhooks are unsigned: set [live] webhook_secret or CALLPULSE_WEBHOOK_SECRET so "
+                        "receivers can verify X-Callpulse-Signature")
+        app = web.Application(middlewares=[self._errors, self._guard, self._auth],
+                              client_max_size=max(opts.max_body_bytes, 1024))
         app[SERVICE_KEY] = self
         app.add_routes([
             web.get("/", self._index),
             web.get("/static/{name}", self._static),
             web.get("/tap/audio-fork", audio_fork_handler),
             web.get("/tap/twilio", twilio_handler),
+            web.get("/tap/audiohook", audiohook_handler),
             web.get("/api/health", self._health),
+            web.get("/api/ready", self._ready),
+            web.get("/metrics", self._metrics),
             web.get("/api/calls", self._calls),
             web.get("/api/calls/{call_id}", self._call),
             web.get("/api/alerts", self._alerts),
@@ -161,6 +196,7 @@ class LiveService:
 
     async def stop(self, *, drain_s: float = 30.0) -> None:
         """Finalise live calls (bounded), stop listening, close the feed and the executor."""
+        self.stopping = True
         await self.sip.stop()
         if self._tcp is not None:
             self._tcp.close()
@@ -175,6 +211,50 @@ class LiveService:
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self._owns_store:
             self.store.close()
+
+    def _recover_interrupted(self) -> None:
+        """Calls that were live when the last process died (their checkpoints are still there) are
+        closed as ``interrupted``: the partial record is stored, their raised alerts are closed as
+        ``interrupted``, and their strain so far is folded into the agent's shift."""
+        lister = getattr(self.store, "list_checkpoints", None)
+        if not callable(lister):
+            return
+        shifts = getattr(self.engine, "shifts", None)
+        for cp in lister():
+            call_id = cp["call_id"]
+            try:
+                if not self.store.stored_call_exists(call_id):
+                    result = dict(cp["result"])
+                    result["interrupted"] = True
+                    result["end_reason"] = "interrupted"
+                    result.setdefault("call_id", call_id)
+                    self.store.save_call(result)
+                    if cp.get("shift") and shifts is not None:
+                        from ..strain import ShiftState
+
+                        shifts.record_call(ShiftState.from_json(cp["shift"]))
+                closed = self.alerts.close_interrupted(call_id)
+                self.store.drop_checkpoint(call_id)
+            except (PipelineError, sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+                log.error("call %s: could not be closed as interrupted (%s); its checkpoint is kept", call_id, exc,
+                          extra={"call_id": call_id})
+                continue
+            self.interrupted_on_start.append(call_id)
+            log.warning("call %s was live when the service stopped; stored as interrupted (%d alert(s) closed)",
+                        call_id, closed, extra={"call_id": call_id})
+
+    def _id_taken(self, call_id: str) -> bool:
+        try:
+            return bool(self.store.call_exists(call_id))
+        except PipelineError as exc:
+            log.error("could not check whether call id %s is taken (%s); taking it as taken", call_id, exc)
+            return True
+
+    async def _on_checkpoint(self, call: LiveCall, partial: dict, shift: dict | None) -> None:
+        if call.state == "ended":
+            return  # the final result is stored already; a late checkpoint must not reopen it
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.store.save_checkpoint(call.call_id, partial, shift=shift))
 
     def _restore_shifts(self) -> None:
         """Put every agent with a saved shift on the strain board now, not only when they next take a
@@ -217,6 +297,7 @@ class LiveService:
         if attempt > 0:
             log.info("alert %s recorded after %d retries", alert["id"], attempt, extra={"call_id": call.call_id})
         self.hub.publish_alert(recorded)
+        self.metrics.alert_recorded(recorded)
         self.sender.wake.set()
         if call.notify is not None:
             call.notify({"type": "callpulse.alert", "data": recorded})
@@ -225,9 +306,13 @@ class LiveService:
                     extra={"call_id": call.call_id})
 
     async def _on_ended(self, call: LiveCall) -> None:
+        self.metrics.call_ended(call)
         if call.result is not None:
             try:
                 self.store.save_call(call.result)
+                dropper = getattr(self.store, "drop_checkpoint", None)
+                if callable(dropper):
+                    dropper(call.call_id)  # after the save: a crash in between finds the final record
             except Exception:  # the live result stays in memory and in the API; the log says why
                 log.exception("call %s: could not save the result", call.call_id, extra={"call_id": call.call_id})
             if self.options.results_dir:
@@ -242,12 +327,58 @@ class LiveService:
     # --- HTTP ----------------------------------------------------------------------------------
 
     @web.middleware
+    async def _errors(self, request: web.Request, handler):
+        """Last line: an error from a handler is a JSON 4xx/5xx without a traceback to the client."""
+        if request.path.startswith("/tap/"):
+            return await handler(request)  # an upgraded WebSocket cannot be answered with a new response
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status >= 400 and exc.content_type != "application/json":
+                return web.json_response({"error": exc.reason}, status=exc.status, headers=_allow(exc))
+            raise
+        except (ValueError, UnicodeError, OverflowError, RecursionError) as exc:
+            self._count_refused("bad request")
+            return web.json_response({"error": f"bad request: {type(exc).__name__}"}, status=400)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("HTTP %s %s failed", request.method, request.path)
+            return web.json_response({"error": "internal error (the service log says why)"}, status=500)
+
+    def _count_refused(self, reason: str) -> None:
+        self.http_refused[reason] = self.http_refused.get(reason, 0) + 1
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler):
+        """Host, Origin and Content-Type checks, before the token: a web page the supervisor has open
+        must not reach this service through their browser (DNS rebinding, CSRF)."""
+        if not host_allowed(request.headers.get("Host"), self._hosts):
+            self._count_refused("host")
+            return web.json_response({"error": "this Host is not served here (add it to live.allowed_hosts)"},
+                                     status=421)
+        if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site" or not origin_allowed(
+                request.headers.get("Origin"), self._hosts, own_host=request.headers.get("Host")):
+            self._count_refused("origin")
+            return web.json_response({"error": "cross-origin requests are refused"}, status=403)
+        if request.method not in ("GET", "HEAD", "POST"):
+            self._count_refused("method")
+            return web.json_response({"error": f"method {request.method} is not allowed"}, status=405,
+                                     headers={"Allow": "GET, HEAD, POST"})
+        if request.method == "POST" and request.content_type != "application/json":
+            self._count_refused("content type")
+            return web.json_response({"error": "POST bodies must be Content-Type: application/json"}, status=415)
+        return await handler(request)
+
+    @web.middleware
     async def _auth(self, request: web.Request, handler):
         if self.token is not None and not request.path.startswith(PUBLIC_PREFIXES):
             given = request.query.get("token", "")
             header = request.headers.get("Authorization", "")
             if header.lower().startswith("bearer "):
                 given = header[7:].strip()
+            elif "X-API-KEY" in request.headers and request.path == "/tap/audiohook":
+                given = request.headers["X-API-KEY"]  # what Genesys AudioHook sends as the integration's key
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return web.json_response({"error": "missing or wrong token: send 'Authorization: Bearer <token>' "
                                                    "or ?token=<token>"}, status=401)
@@ -258,6 +389,8 @@ class LiveService:
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
+        if not STATIC_NAME.fullmatch(name):  # NUL bytes, dots, separators: never reach the file system
+            raise web.HTTPNotFound()
         path = (STATIC_DIR / name).resolve()
         if path.parent != STATIC_DIR.resolve() or not path.is_file():
             raise web.HTTPNotFound()
@@ -268,8 +401,34 @@ class LiveService:
             "status": "ok", "live_calls": len(self.calls.live), "feed_subscribers": self.hub.n_subscribers,
             "outbox": self.alerts.outbox_counts(), "webhook_failures": self.sender.failures,
             "malformed_outside_calls": self.malformed_outside_calls, "sip_malformed": self.sip.malformed,
+            "calls_refused": dict(self.calls.refused), "idle_timeouts": self.idle_timeouts,
+            "http_refused": dict(self.http_refused), "interrupted_on_start": list(self.interrupted_on_start),
+            "webhooks_signed": bool(self.webhook_secret),
             "bound": None if self.bound is None else self.bound.__dict__,
         })
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        """Readiness (load balancers, Kubernetes): 200 when this worker should get new calls, else 503
+        with the reasons. Health says the process is up; ready says it can take traffic now."""
+        reasons = []
+        if self.bound is None or self.stopping:
+            reasons.append("not started" if self.bound is None else "stopping")
+        if len(self.calls.live) >= self.options.max_calls:
+            reasons.append(f"at live.max_calls ({self.options.max_calls} live calls)")
+        try:
+            self.alerts.outbox_counts()
+        except Exception as exc:  # noqa: BLE001 - any database failure means not ready
+            reasons.append(f"database unavailable: {type(exc).__name__}")
+        body = {"ready": not reasons, "reasons": reasons, "live_calls": len(self.calls.live),
+                "max_calls": self.options.max_calls}
+        return web.json_response(body, status=200 if not reasons else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        from .metrics import CONTENT_TYPE
+
+        # On the loop, like /api/health: the collector reads the call table the loop owns (cheap).
+        body = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def _calls(self, request: web.Request) -> web.Response:
         live = [c.summary() for c in self.calls.live.values()]
@@ -295,12 +454,8 @@ class LiveService:
         return web.json_response({"call_id": call_id, "state": "ended", "result": stored})
 
     async def _alerts(self, request: web.Request) -> web.Response:
-        try:
-            since = int(request.query.get("since", "0"))
-            limit = min(int(request.query.get("limit", "500")), 5000)
-        except ValueError:
-            return web.json_response({"error": "since and limit must be integers (since = last seq seen)"},
-                                     status=400)
+        since = _query_int(request, "since", 0, lo=0, hi=MAX_CURSOR)
+        limit = _query_int(request, "limit", 500, lo=1, hi=5000)
         return web.json_response(self.alerts.list(since=since, limit=limit))
 
     async def _ack(self, request: web.Request) -> web.Response:
@@ -387,13 +542,37 @@ def _call_id_of(row: Any) -> str | None:
     return getattr(row, "call_id", None)
 
 
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def _allow(exc: web.HTTPException) -> dict:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else {}
+
+
+def _query_int(request: web.Request, name: str, default: int, *, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,19}", raw) or not lo <= int(raw) <= hi:
+        raise _bad_request(f"{name} must be an integer from {lo} to {hi}")
+    return int(raw)
+
+
 async def _json_body(request: web.Request) -> dict:
     if not request.can_read_body:
         return {}
+    limit = request.app[SERVICE_KEY].options.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length,
+                                            text=json.dumps({"error": f"bodies are at most {limit} bytes"}),
+                                            content_type="application/json")
+    raw = await request.read()
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text='{"error": "the body must be JSON"}', content_type="application/json")
+        body = parse_json(raw, max_bytes=limit, max_depth=8)
+    except BoundedJsonError as exc:
+        raise _bad_request(f"the body must be JSON ({exc})")
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text='{"error": "the body must be a JSON object"}', content_type="application/json")
     return body

@@ -5,7 +5,8 @@ INVITE -> 100 Trying, 200 OK with an SDP answer (``recvonly``, PCMU or PCMA, one
 answer; a re-INVITE inside the dialog keeps the same ports. RTP from each stream goes through its own
 jitter buffer and onto the call clock at the offset where that stream's first packet arrived. Taps are
 authorised by source address (``live.sip_allow``); everyone else gets 403. A call whose RTP stops for
-``live.rtp_idle_timeout_s`` without a BYE is finalised as "rtp timeout".
+``live.rtp_idle_timeout_s`` without a BYE is finalised as "rtp timeout"; one whose RTP never starts is
+hung up ``live.idle_timeout_s`` after the answer (an INVITE alone must not hold a call slot).
 """
 from __future__ import annotations
 
@@ -14,18 +15,16 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..errors import TapProtocolError
 from .calls import CallRejected, LiveCall
+from .ports import TapHost
 from .ingest import allowed
 from .taps import CallMeta, RoleAudio, safe_id
 from .taps import siprec
 from .taps.rtp import CLOCK_RATE_HZ, JitterBuffer, parse_rtp
 from .taps.sip import SipMessage, build_sdp, choose_codec, parse_sdp, parse_sip, response_to, uri_user
 
-if TYPE_CHECKING:
-    from .server import LiveService
 
 log = logging.getLogger("pipeline.live.sip_ua")
 
@@ -66,7 +65,7 @@ class _RtpProtocol(asyncio.DatagramProtocol):
 
 
 class SipUserAgent(asyncio.DatagramProtocol):
-    def __init__(self, service: "LiveService") -> None:
+    def __init__(self, service: TapHost) -> None:
         self.service = service
         self.options = service.options
         self.transport: asyncio.DatagramTransport | None = None
@@ -95,7 +94,13 @@ class SipUserAgent(asyncio.DatagramProtocol):
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for dialog in list(self.dialogs.values()):
-                if not dialog.ended and now - dialog.last_rtp > self.options.rtp_idle_timeout_s:
+                if (not dialog.ended and dialog.answer and dialog.first_rtp is None
+                        and now - dialog.last_rtp > self.options.idle_timeout_s):
+                    self.service.idle_timeouts += 1
+                    log.warning("SIP call %s: no RTP %.0f s after the answer (live.idle_timeout_s); hanging up",
+                                dialog.call_id, now - dialog.last_rtp, extra={"call_id": dialog.call_id})
+                    self._hangup(dialog, "no rtp")
+                elif not dialog.ended and now - dialog.last_rtp > self.options.rtp_idle_timeout_s:
                     log.warning("SIP call %s: no RTP for %.0f s and no BYE; finalising it", dialog.call_id,
                                 now - dialog.last_rtp, extra={"call_id": dialog.call_id})
                     self._hangup(dialog, "rtp timeout")
@@ -209,7 +214,7 @@ class SipUserAgent(asyncio.DatagramProtocol):
             meta = CallMeta(call_id=safe_id(call_id), sample_rate_hz=CLOCK_RATE_HZ, layout=layout,
                             agent_id=safe_id(agent_id) if agent_id else None,
                             source="tap:siprec" if recording else "tap:sip",
-                            extra={"from": uri_user(msg.get("from") or "") or ""})
+                            extra={"from": uri_user(msg.get("from") or "") or ""}, peer=addr[0])
             call = self.service.calls.open(meta)
         except CallRejected as exc:
             log.warning("SIP call %s refused: %s", call_id, exc)

@@ -1,6 +1,7 @@
 """Fault: `callpulse serve` killed (SIGKILL) mid-shift, in the middle of a call, and started again on
-the same database. The agent's strain and the alert log come back, and the webhook that could not be
-delivered before the crash is delivered by the new process, exactly once per idempotency key."""
+the same database. The agent's strain and the alert log come back, the webhook that could not be
+delivered before the crash is delivered by the new process, exactly once per idempotency key, and the
+call cut by the crash is stored as interrupted from its last checkpoint, its strain counted."""
 from __future__ import annotations
 
 import asyncio
@@ -52,9 +53,10 @@ def test_killed_service_restores_agent_strain_and_delivers_undelivered_alerts(tm
     port, hook_port = free_port(), free_port()
     receiver = WebhookReceiver(hook_port)
     config = tmp_path / "live.toml"
+    # ASR off (the shipped emotion model, fusion and timing raise the acoustic alert): this test is about the process dying
     config.write_text(f'[asr]\nenabled = false\n[live]\ndatabase = "{tmp_path / "live.sqlite"}"\n'
                       f'webhook_urls = ["{receiver.url}"]\nwebhook_backoff_initial_s = 0.2\n'
-                      'webhook_backoff_max_s = 1.0\n')
+                      'webhook_backoff_max_s = 1.0\ncheckpoint_interval_s = 1.0\n')
     http, ws = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
     first = ReplayCall.from_file(str(ESCALATING), agent_channel=0, call_id="shift-1", agent_id="a17")
     second = ReplayCall.from_file(str(ESCALATING), agent_channel=0, call_id="shift-2", agent_id="a17")
@@ -91,11 +93,12 @@ def test_killed_service_restores_agent_strain_and_delivers_undelivered_alerts(tm
             try:
                 await until(lambda: len(receiver.accepted) >= 1, timeout_s=30, what="webhook delivered")
                 await asyncio.sleep(1.0)  # any duplicate would arrive now
-                return await get(f"{http}/api/agents"), await get(f"{http}/api/alerts"), await get(f"{http}/api/health")
+                return (await get(f"{http}/api/agents"), await get(f"{http}/api/alerts"),
+                        await get(f"{http}/api/health"), await get(f"{http}/api/calls/shift-2"))
             finally:
                 await receiver.stop()
 
-        agents, alerts, health = asyncio.run(after_restart())
+        agents, alerts, health, cut = asyncio.run(after_restart())
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -108,3 +111,11 @@ def test_killed_service_restores_agent_strain_and_delivers_undelivered_alerts(tm
     assert takeovers and takeovers[0]["state"] == "raised"
     assert list(receiver.accepted) == [takeovers[0]["id"]]
     assert health["outbox"] == {"pending": 0, "delivered": 1}
+    assert health["interrupted_on_start"] == ["shift-2"]
+    assert cut["result"]["interrupted"] is True and cut["result"]["end_reason"] == "interrupted"
+    assert cut["result"]["agent_id"] == "a17" and cut["result"]["duration_s"] > 0, "the checkpoint had audio"
+    assert a17["calls_since_break"] == 2, "the interrupted call counts on the agent's shift"
+    open_alerts = {a["id"] for a in alerts if a["state"] == "raised"} - {
+        a["id"] for a in alerts if a["state"] in ("cleared", "interrupted")}
+    assert not [a for a in alerts if a["call_id"] == "shift-2" and a["id"] in open_alerts], \
+        "no alert of the interrupted call stays raised"

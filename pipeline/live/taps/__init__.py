@@ -26,6 +26,7 @@ class CallMeta:
     agent_id: str | None = None
     source: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+    peer: str = ""  # the tap's source address (per-source call quota); "" when unknown
 
 
 @dataclass(frozen=True)

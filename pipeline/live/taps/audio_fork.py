@@ -16,6 +16,7 @@ from typing import Mapping
 
 from ...errors import TapProtocolError
 from ..options import LiveOptions
+from ..security import BoundedJsonError, parse_json
 from . import CallMeta, RoleAudio, l16_to_int16, pick_key
 
 SUBPROTOCOL = "audio.drachtio.org"
@@ -56,9 +57,9 @@ class AudioForkStream:
         if len(text.encode("utf-8", "replace")) > MAX_METADATA_BYTES:
             raise TapProtocolError(f"audio-fork metadata exceeds {MAX_METADATA_BYTES} bytes")
         try:
-            fields = json.loads(text) if text.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise TapProtocolError(f"audio-fork metadata is not JSON ({exc.msg} at {exc.pos})") from exc
+            fields = parse_json(text, max_bytes=MAX_METADATA_BYTES, max_depth=8) if text.strip() else {}
+        except BoundedJsonError as exc:
+            raise TapProtocolError(f"audio-fork metadata dropped: {exc}") from exc
         if not isinstance(fields, dict):
             raise TapProtocolError("audio-fork metadata must be a JSON object")
         self.mix = parse_mix(self.query.get("mix", fields.get("mix", "mono")))

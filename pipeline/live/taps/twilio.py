@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from ...audio import decode_mulaw, encode_mulaw
 from ...errors import TapProtocolError
 from ..options import LiveOptions
+from ..security import BoundedJsonError, parse_json
 from . import CallMeta, RoleAudio, pick_key
 
 SAMPLE_RATE_HZ = 8000
 MAX_PAYLOAD_BYTES = 8000  # one second of mu-law; Twilio sends 160-byte (20 ms) chunks
 MAX_TIMESTAMP_MS = 24 * 3600 * 1000
+MAX_JSON_DEPTH = 8  # Twilio's messages nest 3 levels
 
 
 @dataclass
@@ -47,9 +49,10 @@ class TwilioStream:
             raise TapProtocolError(
                 f"Twilio message of {len(text)} characters exceeds live.max_frame_bytes")
         try:
-            msg = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TapProtocolError(f"Twilio message is not JSON ({exc.msg} at {exc.pos})") from exc
+            # depth checked before parsing: '[' * 1100 would end the call with a RecursionError
+            msg = parse_json(text, max_bytes=self.options.max_frame_bytes, max_depth=MAX_JSON_DEPTH)
+        except BoundedJsonError as exc:
+            raise TapProtocolError(f"Twilio message dropped: {exc}") from exc
         if not isinstance(msg, dict) or not isinstance(msg.get("event"), str):
             raise TapProtocolError("Twilio message must be a JSON object with an 'event' string")
         event = msg["event"]
