@@ -2,11 +2,17 @@
 
 Batch is the live path replayed as fast as possible: each file is streamed block by block through a
 ``CallSession`` exactly as a tap would stream it. A bad file fails that file, never the batch.
+
+One process by default; ``--cluster local:N`` / ``--scheduler ADDRESS`` run the same per-call code as
+tasks on a Dask cluster (``pipeline.cluster``), and both paths write their outputs through one
+:class:`BatchWriter`, so they give the same per-call JSON. ``--database`` (or ``[output] database``)
+is a SQLite file inside ``--out`` or a ``postgresql://`` URL.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import logging
 import re
@@ -14,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from .audio import SUPPORTED_SUFFIXES, iter_blocks, probe
 from .config import Config, load_config
@@ -78,6 +84,43 @@ def analyze_file(path: str | Path, *, engine, config: Config | None = None, agen
     return result
 
 
+def fingerprint(engine) -> str:
+    """What decides a call's result besides its audio: the config (all but [output]/[live]), the models
+    and the callpulse version. Equal fingerprints mean a stored result need not be recomputed."""
+    from . import __version__
+
+    raw = {k: v for k, v in dict(engine.config.raw).items() if k not in ("output", "live")}
+    transcriber = getattr(engine, "transcriber", None)
+    basis = {"config": raw, "version": __version__, "emotion": engine.emotion_source,
+             "asr": getattr(transcriber, "model_id", None), "asr_encoder": getattr(transcriber, "encoder_id", None),
+             "asr_device": getattr(transcriber, "device", None)}
+    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_fingerprint(model_print: str, *, agent_channel: int | None, language: str | None) -> str:
+    """The engine's fingerprint plus this run's options that change results (channel, language)."""
+    basis = f"{model_print}|channel={agent_channel}|language={language or 'auto'}"
+    return hashlib.sha256(basis.encode()).hexdigest()[:16]
+
+
+def stamp(result: dict, run_print: str) -> dict:
+    """Record the run fingerprint in the result's summary (how a re-run recognises finished calls)."""
+    result["summary"]["fingerprint"] = run_print
+    return result
+
+
+def already_done(store, item: "CallInput", run_print: str) -> dict | None:
+    """The stored result of ``item`` if it was made from the same file and inputs with this fingerprint."""
+    if store is None:
+        return None
+    stored = store.get_call(item.call_id)
+    if (stored is None or (stored.get("summary") or {}).get("fingerprint") != run_print
+            or stored.get("source") != str(item.path) or stored.get("agent_id") != item.agent_id
+            or stored.get("started_at") != item.started_at):
+        return None
+    return stored
+
+
 def _call_id(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem) or "call"
 
@@ -134,24 +177,97 @@ def _unique(inputs: list[CallInput]) -> list[CallInput]:
     return out
 
 
+class BatchWriter:
+    """A batch run's outputs, written as each call finishes: per-call JSON and HTML, the store, the
+    progress bar; summary.csv and index.html at the end. Shared by the single-process and cluster paths."""
+
+    def __init__(self, out_dir: Path, config: Config, *, total: int, progress: bool | None) -> None:
+        from .store_base import open_store, resolve_database
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = out_dir
+        self.opts: OutputOptions = config.output
+        target = resolve_database(self.opts.database, folder=out_dir)
+        self.store = open_store(target) if target else None
+        self.results: list[dict] = []
+        self.failures: list[tuple[str, str]] = []
+        self._bar = _progress(total, progress)
+        self._audio_s = 0.0
+        self._t0 = time.perf_counter()
+
+    def __enter__(self) -> "BatchWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def succeeded(self, result: dict) -> None:
+        from .report import write_call_report
+
+        self.results.append(result)
+        self._audio_s += result["duration_s"]
+        if self.opts.write_json:
+            (self.out_dir / f"{result['call_id']}.json").write_text(
+                json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+        if self.opts.write_report:
+            write_call_report(result, self.out_dir / f"{result['call_id']}.html")
+        if self.store is not None:
+            self.store.save_call(result)
+        self._tick()
+
+    def skipped(self, result: dict) -> None:
+        """A call already stored with the same fingerprint: in the summary and report, not recomputed."""
+        self.results.append(result)
+        path = self.out_dir / f"{result['call_id']}.json"
+        if self.opts.write_json and not path.exists():
+            path.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+        self._tick()
+
+    def failed(self, path: str, reason: str) -> None:
+        self.failures.append((path, reason))
+        log.error("%s", reason)
+        self._tick()
+
+    def _tick(self) -> None:
+        if self._bar is not None:
+            elapsed = time.perf_counter() - self._t0
+            self._bar.set_postfix_str(f"audio {self._audio_s / 3600:.2f} h, "
+                                      f"{self._audio_s / max(elapsed, 1e-9):.1f}x real time")
+            self._bar.update(1)
+
+    def finish(self) -> tuple[list[dict], list[tuple[str, str]]]:
+        from .report import write_batch_report, write_summary_csv
+
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self.opts.write_summary:
+            write_summary_csv(self.results, self.out_dir / "summary.csv")
+        if self.opts.write_report:
+            write_batch_report(self.results, self.failures, self.out_dir / "index.html")
+        return self.results, self.failures
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
 def analyze_paths(inputs: Sequence[CallInput], *, out_dir: Path, config: Config, engine=None,
                   agent_channel: int | None = None, language: str | None = None,
                   progress: bool | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Analyse many calls, writing outputs as each finishes. Returns (results, failures)."""
-    from .engine import Engine
-    from .report import write_batch_report, write_call_report, write_summary_csv
-    from .store import Store
+    """Analyse many calls in this process, writing outputs as each finishes. Returns (results, failures).
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    opts: OutputOptions = config.output
-    store = Store.open(out_dir / opts.database) if opts.database else None
-    try:
-        engine = engine or Engine.load(config, store=store)
-        results: list[dict] = []
-        failures: list[tuple[str, str]] = []
-        bar = _progress(len(inputs), progress)
-        audio_s = 0.0
-        t0 = time.perf_counter()
+    ``pipeline.cluster.analyze_on_cluster`` is the same on a Dask cluster (``callpulse analyze --cluster``).
+    """
+    from .engine import Engine
+
+    with BatchWriter(out_dir, config, total=len(inputs), progress=progress) as writer:
+        engine = engine or Engine.load(config, store=writer.store)
+        run_print = run_fingerprint(fingerprint(engine), agent_channel=agent_channel, language=language)
         for item in inputs:
             try:
                 result = analyze_file(item.path, engine=engine, config=config,
@@ -159,37 +275,14 @@ def analyze_paths(inputs: Sequence[CallInput], *, out_dir: Path, config: Config,
                                       agent_id=item.agent_id, language=language, call_id=item.call_id,
                                       started_at=item.started_at)
             except PipelineError as exc:
-                failures.append((str(item.path), str(exc)))
-                log.error("%s", exc)
+                writer.failed(str(item.path), str(exc))
             except (OSError, ValueError, RuntimeError, MemoryError) as exc:
                 # unexpected decoder trouble still fails only this file, with the reason kept
-                failures.append((str(item.path), f"{type(exc).__name__}: {exc}"))
                 log.exception("%s failed", item.path)
+                writer.failed(str(item.path), f"{type(exc).__name__}: {exc}")
             else:
-                results.append(result)
-                audio_s += result["duration_s"]
-                if opts.write_json:
-                    (out_dir / f"{item.call_id}.json").write_text(
-                        json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-                if opts.write_report:
-                    write_call_report(result, out_dir / f"{item.call_id}.html")
-                if store is not None:
-                    store.save_call(result)
-            finally:
-                if bar is not None:
-                    elapsed = time.perf_counter() - t0
-                    bar.set_postfix_str(f"audio {audio_s / 3600:.2f} h, {audio_s / max(elapsed, 1e-9):.1f}x real time")
-                    bar.update(1)
-        if bar is not None:
-            bar.close()
-        if opts.write_summary:
-            write_summary_csv(results, out_dir / "summary.csv")
-        if opts.write_report:
-            write_batch_report(results, failures, out_dir / "index.html")
-        return results, failures
-    finally:
-        if store is not None:
-            store.close()
+                writer.succeeded(stamp(result, run_print))
+        return writer.finish()
 
 
 def _progress(total: int, enabled: bool | None):
@@ -222,52 +315,3 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if getattr(args, "no_asr", False):
         config = config.replace("asr", enabled=False)
     return config
-
-
-def register(sub) -> None:
-    p = sub.add_parser("analyze", help="analyse recorded calls (files, folders or a shift manifest)",
-                       description="Analyse recorded calls: per-call JSON, summary.csv, HTML report, SQLite.")
-    p.add_argument("paths", nargs="*", help="audio files or folders (WAV, FLAC, OGG, MP3)")
-    p.add_argument("--manifest", help="CSV: path, agent_id, started_at (one or more agents' shifts)")
-    p.add_argument("--out", default="results", help="output folder (default: results/)")
-    p.add_argument("--agent-id", default=None, help="agent id for all given files (one agent's shift)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: on when stderr is a terminal)")
-    add_common_options(p)
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    if args.manifest:
-        inputs = read_manifest(args.manifest)
-    elif args.paths:
-        inputs = collect_inputs(args.paths)
-        if args.agent_id:
-            inputs = [CallInput(c.path, c.call_id, args.agent_id, c.started_at, c.agent_channel) for c in inputs]
-    else:
-        raise ConfigError("give audio files/folders or --manifest")
-    if not inputs:
-        raise ConfigError("no audio files found in " + " ".join(args.paths))
-    out_dir = Path(args.out)
-    results, failures = analyze_paths(inputs, out_dir=out_dir, config=config, agent_channel=args.agent_channel,
-                                      language=args.language, progress=args.progress)
-    _print_summary(results, failures, out_dir)
-    return 1 if failures else 0
-
-
-def _print_summary(results: Iterable[dict], failures: Sequence[tuple[str, str]], out_dir: Path) -> None:
-    for r in results:
-        s = r["summary"]
-        line = (f"{r['call_id']}: {r['duration_s']:.1f} s, languages {','.join(r['languages']) or '-'}, "
-                f"peak agitation {s['peak_agitation']:.2f}, {len(r['alerts'])} alert(s), "
-                f"processed in {s.get('processing_s', 0):.1f} s")
-        print(line)
-        for a in r["alerts"]:
-            print(f"  ALERT {a['action']}: {a['kind']} raised at {a['raised_at_s']:.1f} s "
-                  f"(onset {a['onset_s']:.1f} s, level {a['level']:.2f})")
-            for reason in a["reasons"][:3]:
-                print(f"      - {reason}")
-    for path, reason in failures:
-        print(f"FAILED {path}: {reason}", file=sys.stderr)
-    print(f"results in {out_dir}/ (index.html, summary.csv, per-call JSON, {out_dir}/results.sqlite)")

@@ -82,6 +82,20 @@ _MIGRATIONS: tuple[str, ...] = (
         updated_at      TEXT NOT NULL
     );
     """,
+    # 2: live checkpoints. A live call's partial result, saved every [live] checkpoint_interval_s while
+    # it runs and deleted once its final result is in ``calls``; rows left after a crash are closed as
+    # "interrupted" on restart (pipeline.live.server).
+    """
+    CREATE TABLE live_checkpoints (
+        call_id         TEXT PRIMARY KEY,
+        agent_id        TEXT,
+        source          TEXT,
+        started_at      TEXT,
+        result          TEXT NOT NULL,                -- the per-call JSON so far
+        shift           TEXT,                         -- JSON: the agent's shift as if the call ended here
+        saved_at        TEXT NOT NULL                 -- UTC, ISO 8601
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -321,6 +335,53 @@ class Store:
                 "ON CONFLICT (agent_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
                 (agent_id, body, _utc_now()),
             )
+
+
+    # ---------------------------------------------------------------------------------------------
+    # Live checkpoints (schema step 2): partial results of calls in progress, for crash recovery
+
+    def save_checkpoint(self, call_id: str, result: Mapping, *, shift: Mapping | None = None) -> None:
+        """Insert or replace the checkpoint of live call ``call_id``: its per-call JSON so far and the
+        agent's shift state as if the call ended now (None without an agent)."""
+        body = _dumps(result, f"checkpoint of call {call_id}")
+        shift_body = None if shift is None else _dumps(shift, f"shift checkpoint of call {call_id}")
+        with self._transaction(f"checkpoint call {call_id}") as db:
+            db.execute(
+                "INSERT INTO live_checkpoints (call_id, agent_id, source, started_at, result, shift, saved_at) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (call_id) DO UPDATE SET agent_id = excluded.agent_id, "
+                "source = excluded.source, started_at = excluded.started_at, result = excluded.result, "
+                "shift = excluded.shift, saved_at = excluded.saved_at",
+                (call_id, result.get("agent_id"), result.get("source"), _text_or_none(result.get("started_at")),
+                 body, shift_body, _utc_now()),
+            )
+
+    def list_checkpoints(self) -> list[dict]:
+        """Every checkpoint left, oldest first: ``{call_id, result, shift, saved_at}``."""
+        with self._transaction("list checkpoints") as db:
+            rows = db.execute(
+                "SELECT call_id, result, shift, saved_at FROM live_checkpoints ORDER BY saved_at, call_id"
+            ).fetchall()
+        return [{"call_id": r[0], "result": json.loads(r[1]), "shift": None if r[2] is None else json.loads(r[2]),
+                 "saved_at": r[3]} for r in rows]
+
+    def drop_checkpoint(self, call_id: str) -> None:
+        """Delete the checkpoint of ``call_id`` (its final result is stored; idempotent)."""
+        with self._transaction(f"drop the checkpoint of call {call_id}") as db:
+            db.execute("DELETE FROM live_checkpoints WHERE call_id = ?", (call_id,))
+
+    def call_exists(self, call_id: str) -> bool:
+        """True when ``call_id`` is taken: a stored call or a live call's checkpoint."""
+        with self._transaction(f"look up call {call_id}") as db:
+            row = db.execute(
+                "SELECT EXISTS (SELECT 1 FROM calls WHERE call_id = ?) "
+                "OR EXISTS (SELECT 1 FROM live_checkpoints WHERE call_id = ?)", (call_id, call_id)).fetchone()
+        return bool(row[0])
+
+    def stored_call_exists(self, call_id: str) -> bool:
+        """True when ``call_id`` has a final (or interrupted) record in ``calls``."""
+        with self._transaction(f"look up call {call_id}") as db:
+            row = db.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+        return row is not None
 
 
 # -------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from support import ROOT, SAMPLES, skip_or_fail, require_binary  # noqa: F401
+from pg_support import postgres_server  # noqa: F401  (session-scoped real PostgreSQL, started on first use)
 
 
 @pytest.fixture(scope="session")

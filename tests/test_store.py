@@ -1,4 +1,9 @@
-"""The SQLite results store keeps every call, turn, alert and shift, and fails loudly and helpfully."""
+"""The results store keeps every call, turn, alert and shift, and fails loudly and helpfully.
+
+Every test taking ``store`` or ``backend`` runs twice: on SQLite (a new file) and on a real PostgreSQL
+server the suite starts itself (a new database; tests/pg_support.py). SQLite-only behaviour (the file,
+WAL, corrupt files) keeps its own tests; PostgreSQL-only behaviour is in tests/test_store_pg.py.
+"""
 from __future__ import annotations
 
 import logging
@@ -14,15 +19,32 @@ from hypothesis import strategies as st
 
 from pipeline.errors import StoreError
 from pipeline.store import SCHEMA_VERSION, Store
+from pipeline.store_base import ResultsStore, open_store
 
 from example_result import calm_zh_result, escalating_result, mono_result
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path) -> str:
+    """Where this test's database lives: a new SQLite file, or a new database on the test server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "results.sqlite")
+    return request.getfixturevalue("postgres_server").new_database()
+
+
 @pytest.fixture
-def store(tmp_path):
-    s = Store.open(tmp_path / "results.sqlite")
+def store(backend):
+    s = open_store(backend)
+    assert isinstance(s, ResultsStore)
     yield s
     s.close()
+
+
+def _sql(store, sql: str, params: tuple = ()):
+    """Query the tables directly on either backend (SQLite's ``?`` placeholders become ``%s``)."""
+    if not isinstance(store.connection, sqlite3.Connection):
+        sql = sql.replace("?", "%s")
+    return store.connection.execute(sql, params)
 
 
 def _expected_roundtrip(result: dict) -> dict:
@@ -57,7 +79,7 @@ def test_a_saved_call_reads_back_as_the_same_json(store):
 
 def test_saving_indexes_segments_and_alerts(store):
     store.save_call(escalating_result())
-    rows = store.connection.execute(
+    rows = _sql(store,
         "SELECT idx, speaker, start_s, emotion_label, flags FROM segments WHERE call_id = ? ORDER BY idx",
         ("escalating_en",)).fetchall()
     assert len(rows) == len(escalating_result()["segments"])
@@ -143,12 +165,11 @@ def test_shift_state_round_trips_and_is_replaced(store):
     assert store.connection.execute("SELECT COUNT(*) FROM agent_shifts").fetchone()[0] == 1
 
 
-def test_everything_survives_closing_and_reopening(tmp_path):
-    path = tmp_path / "results.sqlite"
-    with Store.open(path) as s:
+def test_everything_survives_closing_and_reopening(backend):
+    with open_store(backend) as s:
         s.save_call(escalating_result())
         s.save_shift("a17", {"calls": 1})
-    with Store.open(path) as s:
+    with open_store(backend) as s:
         assert s.get_call("escalating_en")["alerts"][0]["level"] == 0.71
         assert s.load_shift("a17") == {"calls": 1}
 
@@ -223,8 +244,8 @@ def test_a_database_from_a_newer_callpulse_is_refused(tmp_path):
         Store.open(path)
 
 
-def test_a_closed_store_refuses_use(tmp_path):
-    s = Store.open(tmp_path / "results.sqlite")
+def test_a_closed_store_refuses_use(backend):
+    s = open_store(backend)
     s.close()
     s.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
@@ -253,12 +274,15 @@ def test_concurrent_saves_from_threads_all_land(store):
     assert all(store.load_shift(f"agent{k}") == {"calls": 4} for k in range(4))
 
 
-def test_other_modules_can_add_their_own_tables(store):
+def test_other_modules_can_add_their_own_tables(tmp_path):
+    # SQLite only: the live alert log keeps its tables on the store's connection.
+    store = Store.open(tmp_path / "results.sqlite")
     db = store.connection
     with store.lock, db:
         db.execute("CREATE TABLE IF NOT EXISTS extra (k TEXT PRIMARY KEY, v TEXT)")
         db.execute("INSERT INTO extra VALUES ('a', 'b')")
     assert db.execute("SELECT v FROM extra").fetchone() == ("b",)
+    store.close()
 
 
 def test_the_store_never_logs_transcript_text(store, caplog):
