@@ -13,11 +13,23 @@ from .events import AlertEvent
 KIND_ACTION = {"caller_agitation": "supervisor_takeover", "agent_strain": "recovery_break"}
 
 
+# Alert ids are derived, not random: the same call analysed twice gives byte-identical results, a
+# re-analysed call's alerts replace their rows instead of adding new ones, and a webhook receiver that
+# deduplicates on Idempotency-Key sees one alert once. Unique because call ids are (reuse is refused or
+# disambiguated) and a policy raises at most one alert of a kind at one tick.
+_ALERT_NAMESPACE = uuid.UUID("5f0c1a52-3b5e-4f0e-9a4e-63616c6c7075")
+
+
+def alert_id(call_id: str | None, kind: str, raised_at_s: float) -> str:
+    """The id of the ``kind`` alert of call ``call_id`` raised at ``raised_at_s`` (32 hex digits)."""
+    return uuid.uuid5(_ALERT_NAMESPACE, f"{call_id}\x1f{kind}\x1f{raised_at_s:.3f}").hex
+
+
 @dataclass(frozen=True)
 class PolicyOptions:
-    raise_level: float = 0.45
+    raise_level: float = 0.9
     clear_level: float = 0.3
-    min_sustain_s: float = 2.0
+    min_sustain_s: float = 0.0
     clear_after_s: float = 8.0
     cooldown_s: float = 60.0
 
@@ -68,7 +80,7 @@ class AlertPolicy:
                     self._reasons = reasons
                 if t_s - self._pending_since >= o.min_sustain_s:
                     self._active = AlertEvent(
-                        id=uuid.uuid4().hex, kind=self.kind, action=KIND_ACTION[self.kind], state="raised",
+                        id=alert_id(self.call_id, self.kind, t_s), kind=self.kind, action=KIND_ACTION[self.kind], state="raised",
                         call_id=self.call_id, agent_id=self.agent_id, onset_s=self._pending_since,
                         raised_at_s=t_s, cleared_at_s=None, level=self._peak, reasons=self._reasons)
                     events.append(self._active)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -35,6 +34,7 @@ import safetensors.numpy
 
 from .errors import ConfigError, ModelUnavailableError
 from .prosody import ProsodyExtractor, ProsodyOptions
+from .resources import models_root
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,13 @@ class EmotionOptions:
     calm_arousal_max: float = 0.5
     # Turn heads: the speaker's own mean and spread over this many earlier turns make the baseline ready.
     turn_baseline_min_turns: int = 8
+    # A label is shown only when its probability reaches this; below it the label is "neutral" (the
+    # probabilities, arousal and valence are unchanged). Stops calm speech being labelled "sad" (or
+    # "angry") on a coin toss; 0 = always the most probable class.
+    label_min_confidence: float = 0.6
+    # "sad" needs more: on unseen corpora calm (neutral) speech came out "sad" most often, and a
+    # supervisor reads a "sad" agent as a judgement (issue 9).
+    sad_min_confidence: float = 0.8
 
     def __post_init__(self) -> None:
         if self.baseline_min_updates < 1:
@@ -78,13 +85,17 @@ class EmotionOptions:
             raise ValueError(f"turn_baseline_min_turns must be >= 2, got {self.turn_baseline_min_turns}")
         if not 0.0 < self.calm_arousal_max <= 1.0:
             raise ValueError(f"calm_arousal_max must be in (0, 1], got {self.calm_arousal_max}")
+        if not 0.0 <= self.label_min_confidence < 1.0:
+            raise ValueError(f"label_min_confidence must be in [0, 1), got {self.label_min_confidence}")
+        if not 0.0 <= self.sad_min_confidence < 1.0:
+            raise ValueError(f"sad_min_confidence must be in [0, 1), got {self.sad_min_confidence}")
 
 
 @dataclass(frozen=True)
 class EmotionScores:
     """Emotion of one window or turn of one speaker."""
 
-    label: str                       # angry | happy | neutral | sad
+    label: str                       # angry | happy | neutral | sad; "neutral" below label_min_confidence
     scores: Mapping[str, float]      # calibrated probabilities, summing to 1
     arousal: float                   # [0, 1]: P(angry) + P(happy)
     valence: float                   # [-1, 1]
@@ -244,10 +255,19 @@ def shrunk_mean_std(total: np.ndarray, total_sq: np.ndarray, count: np.ndarray, 
     return mean, np.sqrt(np.maximum(var, 1e-12))
 
 
+def resolve_model_dir(model_dir: str) -> Path:
+    """A configured model folder: as given, or, when relative and absent there, relative to the repository
+    (so ``model_dir = "models/emotion-emodb"`` works from any working directory)."""
+    path = Path(model_dir)
+    if path.is_absolute() or path.exists():
+        return path
+    # "models/..." names the project's artifact folder, wherever it is (checkout or installed wheel)
+    beside_models = models_root().parent / path
+    return beside_models if beside_models.exists() else path
+
+
 def default_model_dir() -> Path:
-    env = os.environ.get("CALLPULSE_MODELS")
-    root = Path(env) if env else Path(__file__).resolve().parents[1] / "models"
-    return root / "emotion"
+    return models_root() / "emotion"
 
 
 TURN_HEADS = ("turn_global", "turn_speaker")
@@ -323,7 +343,7 @@ class EmotionModel:
         ``prosody``, when given, is the engine's prosody configuration: it must compute the same vector
         the model was trained on, otherwise a ConfigError says which options differ.
         """
-        model_dir = Path(options.model_dir) if options.model_dir else default_model_dir()
+        model_dir = resolve_model_dir(options.model_dir) if options.model_dir else default_model_dir()
         meta_path, weights_path = model_dir / META_FILE, model_dir / MODEL_FILE
         if not meta_path.is_file() or not weights_path.is_file():
             raise ModelUnavailableError(
@@ -476,6 +496,9 @@ class EmotionModel:
         probs = {c: float(v) for c, v in zip(CLASSES, p)}
         arousal = float(sum(probs[c] for c in HIGH_AROUSAL))
         valence = float(sum(probs[c] * _VALENCE[c] for c in CLASSES))
-        label = CLASSES[int(np.argmax(p))]
+        top = int(np.argmax(p))
+        # an uncertain reading is reported as neutral, not as its coin-toss winner
+        needed = self.options.sad_min_confidence if CLASSES[top] == "sad" else self.options.label_min_confidence
+        label = CLASSES[top] if p[top] >= max(needed, self.options.label_min_confidence) else "neutral"
         return EmotionScores(label=label, scores=probs, arousal=min(max(arousal, 0.0), 1.0),
                              valence=min(max(valence, -1.0), 1.0), source=source)

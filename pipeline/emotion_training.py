@@ -275,12 +275,21 @@ def _nan_mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------- logistic regression
-def fit_logistic(z: np.ndarray, y: np.ndarray, *, l2: float, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class-balanced multinomial logistic regression. z [n, d] (no nan), y [n] -> W [d, k], b [k]."""
+def fit_logistic(z: np.ndarray, y: np.ndarray, *, l2: float, n_classes: int,
+                 sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced multinomial logistic regression. z [n, d] (no nan), y [n] -> W [d, k], b [k].
+
+    ``sample_weight`` [n] replaces the class balance (e.g. to balance classes within each corpus);
+    it is normalised to sum 1, as the class-balanced weights are.
+    """
     n, d = z.shape
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    w_class = np.where(counts > 0, n / (n_classes * np.maximum(counts, 1)), 0.0)
-    sw = w_class[y] / n
+    if sample_weight is None:
+        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+        w_class = np.where(counts > 0, n / (n_classes * np.maximum(counts, 1)), 0.0)
+        sw = w_class[y] / n
+    else:
+        sw = np.asarray(sample_weight, dtype=np.float64)
+        sw = sw / sw.sum()
     onehot = np.eye(n_classes)[y]
 
     def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -568,7 +577,7 @@ def calm_flags(corpus: Corpus, global_logits: Mapping[str, Mapping[str, np.ndarr
 
 
 def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None = None,
-                       clip: float = 5.0, transcriber=None, progress=print) -> dict:
+                       clip: float = 5.0, transcriber=None, turn_training=None, progress=print) -> dict:
     """Compare feature sets, heads and baselines under LOSO, train the chosen heads, write the model.
 
     Every choice (feature set, head inputs, L2, how training baselines are formed) maximises the mean
@@ -670,16 +679,11 @@ def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None 
     turn = None
     encode_s_per_s = None
     if transcriber is not None:
-        from .emotion_turn_training import PRIOR_TURNS, compare_and_train, corpus_encodings
-
-        encodings, encode_s_per_s = corpus_encodings(options.data_dir, transcriber, cache_dir=options.cache_dir,
-                                                     pack_s=options.pack_s)
-        turn_heads, turn_details, prior_var = compare_and_train(corpus, encodings, encoder_id=transcriber.encoder_id,
-                                                                pack_s=options.pack_s, clip=clip, progress=progress)
+        # injected (pipeline.emotion_turn_training.train_turn_heads), so the two modules import one way only
+        if turn_training is None:
+            raise ValueError("a transcriber needs turn_training=emotion_turn_training.train_turn_heads")
+        turn_heads, turn, encode_s_per_s = turn_training(options, corpus, transcriber, clip=clip, progress=progress)
         heads.update(turn_heads)
-        turn = {"encoder_id": transcriber.encoder_id, "encoding_dim": int(encodings["16k"].shape[1]),
-                "training_pack_s": options.pack_s,
-                "prior_turns": PRIOR_TURNS, "prior_var": prior_var, "details": turn_details}
     train_s = time.perf_counter() - t_start
     meta = write_model(options.out_dir, heads=heads, prosody=prosody, details=details,
                        comparison=comparison, corpus=corpus, turn=turn)

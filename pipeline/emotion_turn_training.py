@@ -360,3 +360,16 @@ def compare_and_train(corpus: Corpus, encodings: Mapping[str, np.ndarray], *, en
                 for size in BASELINE_SIZES}
         progress(f"chosen {name}: {features}, l2={l2:g}")
     return heads, _round(details), prior
+
+
+def train_turn_heads(options, corpus: Corpus, transcriber, *, clip: float, progress=print):
+    """The turn heads of ``emotion_training.evaluate_and_train`` (passed to it as ``turn_training``):
+    encode the corpus, compare and train. Returns (heads, the model.json "turn" entry, encode s per s)."""
+    encodings, encode_s_per_s = corpus_encodings(options.data_dir, transcriber, cache_dir=options.cache_dir,
+                                                 pack_s=options.pack_s)
+    turn_heads, turn_details, prior_var = compare_and_train(corpus, encodings, encoder_id=transcriber.encoder_id,
+                                                            pack_s=options.pack_s, clip=clip, progress=progress)
+    turn = {"encoder_id": transcriber.encoder_id, "encoding_dim": int(encodings["16k"].shape[1]),
+            "training_pack_s": options.pack_s,
+            "prior_turns": PRIOR_TURNS, "prior_var": prior_var, "details": turn_details}
+    return turn_heads, turn, encode_s_per_s

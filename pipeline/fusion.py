@@ -3,17 +3,49 @@
 Evidence combines by noisy-OR (each cue alone can reach at most its weight, several agreeing cues push
 the level up), then an asymmetric exponential smoother rises fast and falls slowly. Combining acoustic
 with lexical cues is what cut anger-detection error by a third in call-centre data (Lee & Narayanan 2005).
+
+The acoustic evidence is, by default (``[fusion] model = "learned"``), one probability from a logistic
+model over the caller's per-second cues (P(angry), arousal, P(happy), speaker-relative prosody, whether
+the baseline is ready, over-talk), fitted on evaluation calls of several corpora with signs constrained
+where they should be (anger and raised prosody never lower it, happiness never raises it): see
+``pipeline.fusion_training`` and ``models/fusion/README.md``. ``model = "rules"`` is the hand-set
+noisy-OR of ``weight_arousal``, ``weight_anger``, ``weight_prosody`` and ``happy_discount``. Text and
+turn-head cues join by noisy-OR in both.
 """
 from __future__ import annotations
 
+import contextvars
+import functools
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ModelUnavailableError
+from .resources import models_root
+
+FUSION_FILE = "fusion.json"
+MODES = ("learned", "rules")
+# What is recorded every second (see acoustic_features) ...
+FEATURES = ("present", "anger", "arousal", "happy", "prosody_z", "baseline_ready", "anger_ready", "overtalk")
+# ... and the learned model's inputs: those, plus P(angry) and arousal above the caller's own first
+# readings in this call (CueBaseline), which removes what a corpus, a language or a line does to every
+# reading of a call alike.
+MODEL_FEATURES = FEATURES + ("anger_excess", "arousal_excess")
+CUE_BASELINE_READINGS = 8
+# Set by evaluation and fusion training only (pipeline.fusion_training): every step appends its inputs, so
+# fusion and alert timing can be refitted offline without re-running the engine.
+CUE_RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar("callpulse_cue_recorder", default=None)
 
 
 @dataclass(frozen=True)
 class FusionOptions:
     """[fusion] options."""
 
+    # "learned": the fitted logistic model in model_dir; "rules": the hand-set weights below.
+    model: str = "learned"
+    # "" = <repo>/models/fusion, or $CALLPULSE_MODELS/fusion when that variable is set.
+    model_dir: str = ""
     weight_arousal: float = 0.5
     weight_anger: float = 0.5
     weight_negative_text: float = 0.30
@@ -23,7 +55,7 @@ class FusionOptions:
     prosody_z_floor: float = 1.0
     prosody_z_span: float = 2.0
     happy_discount: float = 0.7
-    rise_tau_s: float = 1.0
+    rise_tau_s: float = 0.5
     fall_tau_s: float = 6.0
     text_memory_s: float = 20.0
     acoustic_hold_s: float = 12.0
@@ -31,12 +63,16 @@ class FusionOptions:
     baseline_warmup_s: float = 6.0
     pre_baseline_weight: float = 0.4
     # A transcribed caller turn's P(angry) from the turn heads (prosody + the ASR's encoder output);
-    # it arrives with the transcript and fades like text cues.
-    weight_turn_anger: float = 0.35
+    # it arrives with the transcript and fades like text cues. 0 by default: trained on EmoDB only, they
+    # did not transfer to other corpora (issue 9: 4-class 0.40-0.57, ECE 0.43), and the multi-corpus
+    # default model has none.
+    weight_turn_anger: float = 0.0
     # Only the confidence above this counts: an uncertain turn (p 0.3) is not evidence of anger.
     turn_anger_floor: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.model not in MODES:
+            raise ValueError(f"fusion.model must be one of {MODES}, got {self.model!r}")
         for name in ("weight_arousal", "weight_anger", "weight_negative_text", "weight_flags",
                      "weight_overtalk", "weight_prosody", "weight_turn_anger"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -79,6 +115,77 @@ class TurnCue:
     source: str
 
 
+def default_fusion_dir() -> Path:
+    return models_root() / "fusion"
+
+
+@dataclass(frozen=True)
+class LearnedFusion:
+    """A logistic model over :data:`FEATURES`: P(agitated) = sigmoid(bias + weights . features)."""
+
+    weights: tuple[float, ...]
+    bias: float
+    model_id: str
+    details: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def probability(self, features: tuple[float, ...]) -> float:
+        z = self.bias + sum(w * x for w, x in zip(self.weights, features))
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+    def to_json(self) -> dict:
+        return {"id": self.model_id, "features": list(MODEL_FEATURES), "weights": list(self.weights), "bias": self.bias,
+                **self.details}
+
+
+@functools.lru_cache(maxsize=8)
+def load_learned(model_dir: str) -> LearnedFusion:
+    """The fitted fusion in ``model_dir`` ("" = the shipped one); cached per folder."""
+    from .emotion import resolve_model_dir
+
+    path = (resolve_model_dir(model_dir) if model_dir else default_fusion_dir()) / FUSION_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if tuple(meta["features"]) != MODEL_FEATURES:
+            raise ValueError(f"its features {meta['features']} are not {list(MODEL_FEATURES)}")
+        details = {k: v for k, v in meta.items() if k not in ("id", "features", "weights", "bias")}
+        return LearnedFusion(tuple(float(w) for w in meta["weights"]), float(meta["bias"]), str(meta["id"]), details)
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise ModelUnavailableError(
+            f"fusion model {path} is missing or unreadable ({exc}); rebuild it with `python scripts/train_fusion.py` "
+            "(or `callpulse train fusion`), or set [fusion] model = \"rules\"") from exc
+
+
+def acoustic_features(cue: AcousticCue | None, *, overtalk: bool) -> tuple[float, ...]:
+    """The learned model's inputs (FEATURES) from the caller's current reading (None = none held)."""
+    if cue is None:
+        return (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, float(overtalk))
+    ready = 1.0 if cue.baseline_ready else 0.0
+    z = max(-3.0, min(3.0, cue.prosody_z)) / 3.0
+    return (1.0, cue.anger, cue.arousal, cue.happy, z, ready, cue.anger * ready, float(overtalk))
+
+
+class CueBaseline:
+    """The caller's typical P(angry) and arousal in this call: the mean over their first
+    ``CUE_BASELINE_READINGS`` seconds with a reading. Shared by the tracker and offline fitting."""
+
+    def __init__(self, readings: int = CUE_BASELINE_READINGS):
+        self.readings = readings
+        self._n = 0
+        self._anger = 0.0
+        self._arousal = 0.0
+
+    def model_features(self, raw: tuple[float, ...]) -> tuple[float, ...]:
+        """MODEL_FEATURES from one second's FEATURES (updates the baseline first while it is forming)."""
+        present, anger, arousal = raw[0], raw[1], raw[2]
+        if present <= 0:
+            return tuple(raw) + (0.0, 0.0)
+        if self._n < self.readings:
+            self._n += 1
+            self._anger += (anger - self._anger) / self._n
+            self._arousal += (arousal - self._arousal) / self._n
+        return tuple(raw) + (max(0.0, anger - self._anger), max(0.0, arousal - self._arousal))
+
+
 @dataclass
 class AgitationTracker:
     """Per-call fusion state."""
@@ -88,6 +195,12 @@ class AgitationTracker:
     _acoustic: AcousticCue | None = None
     _texts: list[TextCue] = field(default_factory=list)
     _turns: list[TurnCue] = field(default_factory=list)
+    _learned: LearnedFusion | None = None
+    _cue_baseline: CueBaseline = field(default_factory=CueBaseline)
+
+    def __post_init__(self) -> None:
+        if self.options.model == "learned":
+            self._learned = load_learned(self.options.model_dir)
 
     def add_acoustic(self, cue: AcousticCue) -> None:
         self._acoustic = cue
@@ -103,7 +216,17 @@ class AgitationTracker:
         o = self.options
         terms: list[tuple[float, str]] = []
         cue = self._acoustic
-        if cue is not None and t_s - cue.t_s <= o.acoustic_hold_s:
+        fresh = cue if cue is not None and t_s - cue.t_s <= o.acoustic_hold_s else None
+        features = None
+        if self._learned is not None:
+            features = acoustic_features(fresh, overtalk=overtalk)
+            p = self._learned.probability(self._cue_baseline.model_features(features))
+            if fresh is not None:
+                terms.append((p, f"agitated voice p={p:.2f}: angry {fresh.anger:.2f}, arousal {fresh.arousal:.2f}, "
+                                 f"happy {fresh.happy:.2f}, {fresh.prosody_z:+.1f} sd ({fresh.source})"))
+            elif overtalk:
+                terms.append((p, "over-talk"))
+        elif fresh is not None:
             # arousal below the floor is ordinary speech; only the excess counts
             arousal = max(0.0, (cue.arousal - o.arousal_floor) / (1.0 - o.arousal_floor))
             # Before the caller's own baseline exists an absolute reading is weaker evidence: voices differ.
@@ -134,12 +257,19 @@ class AgitationTracker:
             decay = math.exp(-(t_s - c.t_s) / o.text_memory_s)
             excess = max(0.0, (c.anger - o.turn_anger_floor) / (1.0 - o.turn_anger_floor))
             terms.append((o.weight_turn_anger * excess * decay, f"angry voice in turn p={c.anger:.2f} ({c.source})"))
-        if overtalk:
+        if overtalk and self._learned is None:
             terms.append((o.weight_overtalk, "over-talk"))
         keep = 1.0
         for value, _ in terms:
             keep *= 1.0 - min(1.0, max(0.0, value))
         raw = 1.0 - keep
+        recorder = CUE_RECORDER.get()
+        if recorder is not None:
+            n_acoustic = 1 if features is not None and (fresh is not None or overtalk) else 0
+            other = 1.0
+            for value, _ in terms[n_acoustic:]:
+                other *= 1.0 - min(1.0, max(0.0, value))
+            recorder.append((t_s, acoustic_features(fresh, overtalk=overtalk), 1.0 - other))
         tau = o.rise_tau_s if raw > self.level else o.fall_tau_s
         self.level += (raw - self.level) * (1.0 - math.exp(-1.0 / tau))
         reasons = tuple(name for value, name in sorted(terms, key=lambda vn: -vn[0]) if value >= 0.05)[:4]

@@ -4,7 +4,9 @@ every second), at 8 kHz and 16 kHz input; then the per-turn heads with the ASR's
 (pool its frames) against an encoder pass of their own, side by side, with the ASR window itself for
 scale. Prints figures; asserts nothing.
 
-    python scripts/bench_emotion.py [--seconds 60] [--turns 20 | --turns 0]
+    python scripts/bench_emotion.py [--seconds 60] [--turns 20 | --turns 0] [--model-dir models/emotion-emodb]
+
+``--model-dir`` compares models (e.g. the multi-corpus default against the EmoDB-only variant, "before").
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the test signal")
     ap.add_argument("--turns", type=int, default=20, help="EmoDB clips used as turns for the turn heads (0: skip)")
+    ap.add_argument("--model-dir", default="", help="emotion model folder (default: the shipped models/emotion)")
     args = ap.parse_args(argv)
     emodb = (args.data or data_dir_default()) / "emodb"
     rows = read_manifest(emodb)
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     y16 = np.concatenate(clips)
     t0 = time.perf_counter()
-    model = EmotionModel.load(EmotionOptions())
+    model = EmotionModel.load(EmotionOptions(model_dir=args.model_dir))
     model.extractor.warm_up()
     print(f"model {model.model_id}: load + warm-up {time.perf_counter() - t0:.2f} s")
     for label, y, rate in (("8 kHz mu-law", telephone_version(y16, sr=16000), 8000), ("16 kHz", y16, 16000)):

@@ -51,3 +51,11 @@ def test_open_alert_is_cleared_at_the_end_of_the_call():
 def test_peak_level_is_reported():
     _, events = _run([0.6, 0.6, 0.95, 0.7])
     assert events[0].level == 0.95
+
+
+def test_alert_ids_are_derived_from_call_kind_and_time_so_a_rerun_gives_the_same_ids():
+    from pipeline.alerts import alert_id
+
+    assert alert_id("c1", "caller_agitation", 38.0) == alert_id("c1", "caller_agitation", 38.0)
+    assert len({alert_id("c1", "caller_agitation", 38.0), alert_id("c2", "caller_agitation", 38.0),
+                alert_id("c1", "agent_strain", 38.0), alert_id("c1", "caller_agitation", 39.0)}) == 4

@@ -305,11 +305,15 @@ def test_real_model_on_emodb_is_scored_leave_one_speaker_out(data_dir, tmp_path)
 
 @pytest.mark.slow
 def test_turn_heads_on_emodb_are_scored_with_the_asr_encoder_and_the_speakers_other_clips(data_dir, tmp_path, engine):
-    """prosody + Whisper encoder, each clip standardised by its speaker's other clips, leave-one-speaker-out."""
+    """prosody + Whisper encoder, each clip standardised by its speaker's other clips, leave-one-speaker-out.
+    The turn heads ship in the EmoDB-only variant (the multi-corpus default has none)."""
+    from pipeline.emotion import EmotionModel, EmotionOptions
+
+    emodb_variant = EmotionModel.load(EmotionOptions(model_dir="models/emotion-emodb"))
     res = evaluate_emotion(options=EmotionEvalOptions(manifest=str(data_dir / "emodb" / "manifest.csv"), limit=80,
                                                       features="both", speaker_baseline=True, telephone=True),
                            config=None, run=QUIET, out=tmp_path, cache_dir=tmp_path / "items",
-                           model=engine.emotion, transcriber=engine.transcriber)
+                           model=emodb_variant, transcriber=engine.transcriber)
     m = res.metrics
     assert m["protocol"] == "loso" and m["features"] == "both" and m["variant"] == "8k-mulaw+both+speaker-baseline"
     assert set(m["heads_used"]) == {"turn_speaker"}                 # source ".../both/turn_speaker"
@@ -473,6 +477,27 @@ def test_calm_calls_can_have_lively_callers_but_never_angry_ones(clip_corpus, tm
     assert set(calm) == {"neutral", "happy"}
     with pytest.raises(ValueError):
         CallBuildOptions(calm_emotions=("angry",))
+
+
+def test_every_kind_gives_each_speaker_an_escalating_a_calm_and_a_lively_calm_call(clip_corpus, tmp_path):
+    rows = list(csv.reader(open(clip_corpus)))
+    rows = [rows[0] + ["corpus"]] + [r + ["X"] for r in rows[1:]]
+    rows += [[_tone(tmp_path / f"{spk}_h{k}.wav", amplitude=0.3).name, spk, "happy", g, "X"]
+             for spk, g in (("f1", "female"), ("f2", "female"), ("m1", "male")) for k in range(2)]
+    rows += [[_tone(tmp_path / "other.wav", amplitude=0.5).name, "o1", "angry", "male", "Y"]]
+    _csv(clip_corpus, rows[0], rows[1:])
+    clips = read_clips(clip_corpus, corpus="X")
+    assert {c.speaker for c in clips} == {"f1", "f2", "m1", "m2"}           # corpus Y left out
+    plans = plan_calls(clips, CallBuildOptions(corpus="X", every_kind=True))
+    kinds = {(p.caller, p.kind) for p in plans}
+    assert {k for _, k in kinds} == {"escalating", "calm", "lively-calm"}
+    # m2 has no happy clip: it calls escalating and calm, never lively-calm
+    assert ("m2", "lively-calm") not in kinds and ("m2", "calm") in kinds
+    for p in plans:
+        caller = {t.emotion for t in p.turns if t.role == "caller"}
+        assert p.call_id.startswith("X-")
+        assert caller == ({"neutral", "angry"} if p.kind == "escalating" else
+                          {"neutral", "happy"} if p.kind == "lively-calm" else {"neutral"})
 
 
 def test_emodb_calls_are_balanced_over_speakers_and_genders(data_dir):

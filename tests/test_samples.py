@@ -189,3 +189,37 @@ def test_missing_espeak_is_reported_with_how_to_install_it(monkeypatch, tmp_path
 def test_an_unknown_sample_name_is_refused():
     with pytest.raises(SampleGenerationError, match="calm_en"):
         write_all(Path("/nonexistent"), names=["nope"])
+
+
+# ------------------------------------------------------------------ alerts on the samples (default engine)
+@pytest.fixture(scope="module")
+def acoustic_results(engine):
+    """The samples through the default engine (ASR, the shipped emotion model, learned fusion, timing)."""
+    from pipeline.batch import analyze_file
+
+    return {name: analyze_file(SAMPLES / f"{name}.wav", engine=engine) for name in NAMES}
+
+
+def _takeovers(result: dict) -> list[dict]:
+    return [a for a in result["alerts"] if a["action"] == "supervisor_takeover"]
+
+
+@pytest.mark.slow
+def test_the_escalating_sample_gets_exactly_one_takeover_within_8_s_of_its_onset(acoustic_results):
+    onset = json.loads((SAMPLES / "escalating_en.json").read_text(encoding="utf-8"))["agitation_onset_s"]
+    takeovers = _takeovers(acoustic_results["escalating_en"])
+    assert len(takeovers) == 1, takeovers
+    assert onset <= takeovers[0]["raised_at_s"] <= onset + 8.0, (onset, takeovers[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["calm_en", "calm_zh"])
+def test_the_calm_samples_raise_no_takeover(acoustic_results, name):
+    assert _takeovers(acoustic_results[name]) == []
+
+
+@pytest.mark.slow
+def test_calm_agent_turns_are_not_labelled_sad(acoustic_results):
+    labels = [s["emotion"]["label"] for r in acoustic_results.values() for s in r["segments"]
+              if s.get("speaker") == "agent" and s.get("emotion")]
+    assert labels and sum(lab == "sad" for lab in labels) <= 0.1 * len(labels), labels

@@ -18,6 +18,13 @@ Design (every choice is an option of :class:`CallBuildOptions`):
   ``intra_turn_gap_s``; the call opens with ``lead_in_s`` of silence and closes with ``tail_s``.
   Both channels carry a faint white-noise floor (``noise_dbfs``), as real lines do, so no stage sees
   digital silence.
+* With ``every_kind`` each speaker is instead the caller of one call of *each* kind in ``kinds``:
+  ``escalating``, ``calm`` (caller turns cycle through ``calm_emotions``) and ``lively-calm`` (caller
+  turns cycle through ``lively_emotions``, default neutral and happy: excitement, not agitation). A
+  speaker without the clips a kind needs is skipped as that kind's caller (logged).
+* ``corpus`` keeps only the source manifest's rows of that ``corpus`` column (e.g. one corpus of
+  ``emotion-multi/manifest.csv``); call ids then start with it, so calls of several corpora can share
+  one folder.
 * ``agitation_onset_s`` is the start of the caller's first angry turn (empty for calm calls).
 * Every call is written at the corpus rate (16-bit PCM WAV) and, with ``telephone``, as an 8 kHz G.711
   mu-law WAV band-limited to 300-3400 Hz (:func:`.telephone.telephone_version`), with the same timing.
@@ -51,7 +58,8 @@ log = logging.getLogger("pipeline.evaluate.calls")
 
 MANIFEST_NAME = "calls.csv"
 MANIFEST_COLUMNS = ("path", "agent_channel", "agitation_onset_s", "agent_id", "started_at", "variant", "kind",
-                    "caller_speaker", "agent_speaker", "duration_s")
+                    "caller_speaker", "agent_speaker", "duration_s", "corpus")
+KINDS = ("escalating", "calm", "lively-calm")
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,10 @@ class CallBuildOptions:
     telephone: bool = True
     shift_start: str = "2026-01-05T09:00:00+08:00"
     call_spacing_min: float = 10.0   # started_at of consecutive calls
+    corpus: str = ""                 # keep only source rows of this corpus ("" = all)
+    every_kind: bool = False         # each speaker calls once per kind in `kinds`
+    kinds: tuple[str, ...] = ("escalating", "calm", "lively-calm")
+    lively_emotions: tuple[str, ...] = ("neutral", "happy")
 
     def __post_init__(self) -> None:
         if self.agent_channel not in (0, 1):
@@ -83,6 +95,11 @@ class CallBuildOptions:
             raise ValueError("every call needs at least one turn of each kind it uses")
         if not self.calm_emotions or "angry" in self.calm_emotions:
             raise ValueError("calm_emotions must name at least one emotion, and not angry")
+        if "angry" in self.lively_emotions or not self.lively_emotions:
+            raise ValueError("lively_emotions must name at least one emotion, and not angry")
+        unknown = sorted(set(self.kinds) - set(KINDS))
+        if unknown or not self.kinds:
+            raise ValueError(f"kinds must be among {KINDS}, got {self.kinds}")
         if not 0.0 <= self.gap_s[0] <= self.gap_s[1]:
             raise ValueError("gap_s must be (low, high) with 0 <= low <= high")
 
@@ -105,7 +122,7 @@ class Turn:
 @dataclass(frozen=True)
 class CallPlan:
     call_id: str
-    kind: str                    # "escalating" | "calm"
+    kind: str                    # "escalating" | "calm" | "lively-calm"
     caller: str
     agent: str
     turns: tuple[Turn, ...]
@@ -167,20 +184,36 @@ def plan_calls(clips: Sequence[Clip], options: CallBuildOptions) -> list[CallPla
     draw = _Draw(clips, rng)
     start = _dt.datetime.fromisoformat(options.shift_start)
     n_escalating = (len(speakers) + 1) // 2
+    if options.every_kind:
+        have = {(c.speaker, c.emotion) for c in clips}
+        needs = {"escalating": ("neutral", "angry"), "calm": options.calm_emotions,
+                 "lively-calm": options.lively_emotions}
+        pairs = []
+        for kind in options.kinds:
+            for i, caller in enumerate(speakers):
+                if all((caller, e) in have for e in needs[kind]):
+                    pairs.append((i, caller, kind))
+                else:
+                    log.info("speaker %s has no %s clips: not the caller of a %s call", caller,
+                             "/".join(e for e in needs[kind] if (caller, e) not in have), kind)
+    else:
+        pairs = [(i, c, "escalating" if i < n_escalating else "calm") for i, c in enumerate(speakers)]
+    prefix = f"{options.corpus}-" if options.corpus else ""
     plans = []
-    for i, caller in enumerate(speakers):
+    for n_call, (i, caller, kind) in enumerate(pairs):
         agent = speakers[(i + 1) % len(speakers)]
-        kind = "escalating" if i < n_escalating else "calm"
         turns = [Turn("agent", "neutral", (draw.take(agent, "neutral"),))]
+        emotions = options.lively_emotions if kind == "lively-calm" else options.calm_emotions
         caller_turns = ([("neutral", 1)] * options.neutral_turns + [("angry", options.clips_per_angry_turn)]
                         * options.angry_turns) if kind == "escalating" else \
-            [(options.calm_emotions[k % len(options.calm_emotions)], 1) for k in range(options.calm_turns)]
+            [(emotions[k % len(emotions)], 1) for k in range(options.calm_turns)]
         for emotion, n in caller_turns:
             turns.append(Turn("caller", emotion, tuple(draw.take(caller, emotion) for _ in range(n))))
             turns.append(Turn("agent", "neutral", (draw.take(agent, "neutral"),)))
         gaps = [options.lead_in_s] + [round(rng.uniform(*options.gap_s), 3) for _ in turns[1:]]
-        started = start + _dt.timedelta(minutes=options.call_spacing_min * i)
-        plans.append(CallPlan(call_id=f"{'esc' if kind == 'escalating' else 'calm'}-{i:02d}-{caller}", kind=kind, caller=caller, agent=agent,
+        started = start + _dt.timedelta(minutes=options.call_spacing_min * n_call)
+        short = {"escalating": "esc", "calm": "calm", "lively-calm": "lively"}[kind]
+        plans.append(CallPlan(call_id=f"{prefix}{short}-{i:02d}-{caller}", kind=kind, caller=caller, agent=agent,
                               turns=tuple(turns), gaps_s=tuple(gaps), started_at=started.isoformat()))
     return plans
 
@@ -219,8 +252,13 @@ def render(plan: CallPlan, *, load: Callable[[str], np.ndarray], sr: int, option
     return np.clip(audio, -1.0, 1.0), placed, onset
 
 
-def read_clips(manifest: Path) -> list[Clip]:
+def read_clips(manifest: Path, *, corpus: str = "") -> list[Clip]:
+    """The manifest's clips (only those of ``corpus`` when given and the manifest has that column)."""
     rows = read_manifest(manifest, required=("path", "speaker", "emotion"))
+    if corpus:
+        rows = [r for r in rows if r.get("corpus") == corpus]
+        if not rows:
+            raise EvaluationError(f"{manifest} has no rows of corpus {corpus!r} (column 'corpus')")
     return [Clip(str(r.path), r.get("speaker"), r.get("emotion").lower(), r.get("gender").lower()) for r in rows]
 
 
@@ -228,7 +266,8 @@ def build_calls(options: CallBuildOptions, *, progress: Callable[[str], None] = 
     """Plan, render and write every call and the manifest; returns the manifest's path."""
     source = Path(options.source_manifest) if options.source_manifest else default_data_dir() / "emodb" / "manifest.csv"
     out = Path(options.out) if options.out else repo_root() / "eval" / "calls"
-    clips = [c for c in read_clips(source) if c.emotion in ("neutral", "angry", *options.calm_emotions)]
+    wanted = ("neutral", "angry", *options.calm_emotions, *(options.lively_emotions if options.every_kind else ()))
+    clips = [c for c in read_clips(source, corpus=options.corpus) if c.emotion in wanted]
     plans = plan_calls(clips, options)
     cache: dict[str, np.ndarray] = {}
     sr_seen: set[int] = set()
@@ -269,13 +308,14 @@ def build_calls(options: CallBuildOptions, *, progress: Callable[[str], None] = 
                 "agitation_onset_s": "" if onset is None else f"{onset:.3f}",
                 "agent_id": f"agent-{plan.agent}", "started_at": started_at, "variant": variant,
                 "kind": plan.kind, "caller_speaker": plan.caller, "agent_speaker": plan.agent,
-                "duration_s": f"{y.shape[1] / rate:.3f}"})
+                "duration_s": f"{y.shape[1] / rate:.3f}", "corpus": options.corpus})
         progress(f"{plan.call_id}: {plan.kind}, caller {plan.caller}, agent {plan.agent}, "
                  f"{audio.shape[1] / sr:.1f} s, onset {'-' if onset is None else f'{onset:.2f} s'}")
     # calls.csv holds every call; escalating.csv and calm.csv the same rows split by kind, for
     # evaluating one kind alone (e.g. false alerts on a harder calm set).
     for name, rows in ((MANIFEST_NAME, manifest_rows),
-                       *((f"{kind}.csv", [r for r in manifest_rows if r["kind"] == kind]) for kind in ("escalating", "calm"))):
+                       *((f"{kind}.csv", [r for r in manifest_rows if r["kind"] == kind]) for kind in KINDS
+                         if any(r["kind"] == kind for r in manifest_rows) or kind != "lively-calm")):
         with open(out / name, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
             writer.writeheader()

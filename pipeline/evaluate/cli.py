@@ -65,7 +65,9 @@ def register(sub) -> None:
                    help="every rate x features x baseline variant in one run and one report (the [evaluate] "
                    "emotion_variants list; by default all 12)")
     e.add_argument("--protocol", choices=PROTOCOLS, default="auto",
-                   help="auto: leave-one-speaker-out when the model learnt from these speakers (default)")
+                   help="auto: leave-one-speaker-out when the model learnt from these speakers (default); loco: "
+                   "the shipped recipe leave-one-corpus-out over EmoDB, nEMO, Korean (URDU test only), or over the "
+                   "'corpus' column of --manifest")
     e.set_defaults(func=_run_emotion)
 
     al = ev.add_parser("alerts", help="supervisor-takeover recall, false alerts per call-hour, latency")
@@ -181,6 +183,10 @@ def _suite_jobs(suite: SuiteOptions, *, limit: dict, out: Path, cache: Path, con
             folds: dict = {}  # leave-one-speaker-out refits are shared by the variants
             for variant in suite.emotion_variants:
                 o = dataclasses.replace(emotion_variant_options(suite.emotion, variant), **limit)
+                if o.features != "prosody" and engine.emotion.turn is None:
+                    print(f"emotion:{variant}: skipped, model {engine.emotion.model_id} has no turn heads",
+                          file=sys.stderr)
+                    continue
                 jobs.append((f"emotion:{variant}", dataclasses.asdict(o), lambda o=o, v=variant: evaluate_emotion(
                     options=o, config=config, run=run, out=out / f"emotion-{v}", cache_dir=cache,
                     model=engine.emotion, fold_cache=folds, transcriber=engine.transcriber)))

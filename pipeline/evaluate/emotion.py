@@ -15,6 +15,12 @@ was trained, ``emotion_turn_training.encode_clips``); with ``speaker_baseline`` 
 by the speaker's other clips that the baseline-free turn head calls calm (audio only), as
 ``TurnBaseline`` does live.
 
+``protocol = "loco"`` is the selection protocol across corpora (:mod:`pipeline.emotion_loco`): the
+recipe of the shipped model is trained on every corpus but one and scores the one left out, for each
+training corpus (EmoDB, nEMO, emotiontts-ko by default, or the corpora of ``manifest``'s ``corpus``
+column); URDU (test only) is scored by the model trained on all of them. Each fold's recipe is chosen
+by an inner LOCO on its training corpora only.
+
 Speaker independence: when the model was trained on speakers of the manifest (the shipped model and
 EmoDB), ``protocol = "auto"`` scores every speaker with a copy of the model refitted without that speaker
 (:mod:`.emotion_folds`). ``"as-is"`` scores the loaded model whatever it learnt from, and says so.
@@ -40,7 +46,7 @@ from .telephone import TELEPHONE_SR_HZ, telephone_version
 log = logging.getLogger("pipeline.evaluate.emotion")
 
 LABELS = ("angry", "happy", "neutral", "sad")
-PROTOCOLS = ("auto", "loso", "as-is")
+PROTOCOLS = ("auto", "loso", "as-is", "loco")
 RATES = ("native", "8k-mulaw")
 FEATURES = ("prosody", "encoder", "both")
 
@@ -231,6 +237,8 @@ def evaluate_emotion(*, options: EmotionEvalOptions, config, run: RunOptions, ou
     model whose encoder the turn heads read (``features`` encoder / both); loaded from ``config.asr``
     when not given.
     """
+    if options.protocol == "loco":
+        return evaluate_loco(options=options, config=config, out=out, cache_dir=cache_dir)
     if model is None:
         from ..emotion import EmotionModel
 
@@ -262,8 +270,9 @@ def evaluate_emotion(*, options: EmotionEvalOptions, config, run: RunOptions, ou
         from ..asr import Transcriber
 
         if model.turn is None:
-            raise EvaluationError(f"emotion model {model.model_id} has no turn heads (prosody + encoder); "
-                                  "rebuild it with `python scripts/train_emotion.py`")
+            raise EvaluationError(f"emotion model {model.model_id} has no turn heads (prosody + encoder): the "
+                                  "multi-corpus default has none; score the EmoDB-only variant's with "
+                                  "`[emotion] model_dir = \"models/emotion-emodb\"`, or use --features prosody")
         transcriber = transcriber or Transcriber.load(config.asr)
         if not model.turn_ready_for(transcriber.encoder_id):
             raise EvaluationError(f"emotion model {model.model_id} reads encodings of {model.turn.encoder_id}, "
@@ -285,7 +294,9 @@ def evaluate_emotion(*, options: EmotionEvalOptions, config, run: RunOptions, ou
     if options.features == "prosody":
         scores = score(vectors[rate], speakers, models=models, speaker_baseline=options.speaker_baseline)
 
-    preds = [s.label for s in scores]
+    # UAR and confusion are of the most probable class: the shown label reads "neutral" below
+    # [emotion] label_min_confidence, a display rule that is not the classifier.
+    preds = [max(s.scores, key=s.scores.get) for s in scores]
     probs = [dict(s.scores) for s in scores]
     conf = confusion(truths, preds, labels=LABELS)
     ang_neu = binary_view(truths, probs, positive=("angry",), negative=("neutral",), names=("angry", "neutral"))
@@ -342,3 +353,37 @@ def evaluate_emotion(*, options: EmotionEvalOptions, config, run: RunOptions, ou
     ]
     return report.EvalResult(name=f"emotion:{options.variant}", metrics=metrics, sections=sections,
                              summary=summary, failed_items=failed)
+
+
+def evaluate_loco(*, options: EmotionEvalOptions, config, out: Path, cache_dir: Path) -> report.EvalResult:
+    """Leave-one-corpus-out figures of the per-second heads' recipe (see the module docstring)."""
+    from ..emotion_corpora import TEST_ONLY_CORPORA, default_clip_rows, extract_features, read_clip_manifest
+    from ..emotion_loco import HEADLINE, loco, summary_rows
+
+    if options.manifest:
+        rows = read_clip_manifest(options.manifest, root=options.root or None)
+    else:
+        rows = default_clip_rows(default_data_dir())
+    corpora = sorted({r.corpus for r in rows})
+    train_corpora = [c for c in corpora if c not in TEST_ONLY_CORPORA]
+    test_only = [c for c in corpora if c in TEST_ONLY_CORPORA]
+    if len(train_corpora) < 2:
+        raise EvaluationError(f"--protocol loco needs clips of at least two training corpora (manifest column "
+                              f"'corpus'); found {corpora}")
+    features = extract_features(rows, prosody=config.prosody, cache_dir=cache_dir / "emotion-loco")
+    result = loco(features, train_corpora=train_corpora, test_only=test_only,
+                  label_min_confidence=config.emotion.label_min_confidence, progress=log.info)
+    headers = ["held out", "rate", *HEADLINE, "neutral->sad", "neutral->sad (gated)"]
+    sections, summary = [], [f"emotion LOCO: training corpora {train_corpora}, test only {test_only}; each fold's "
+                             "recipe chosen on its training corpora only"]
+    for head in ("relative", "global"):
+        for kind in ("win", "clip"):
+            rows_t = summary_rows(result, head=head, kind=kind)
+            title = f"{head} head, {'2 s windows every second' if kind == 'win' else 'whole clips'}"
+            sections.append(report.Section(title, report.table(headers, rows_t)))
+            if kind == "win":
+                summary.append(f"  {title}: " + "; ".join(f"{r[0]} {r[1]} UAR {r[2]:.3f} A/N {r[3]:.3f} A/H {r[4]:.3f}"
+                                                           for r in rows_t))
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {"protocol": "loco", "train_corpora": train_corpora, "test_only": test_only, "folds": result}
+    return report.EvalResult(name="emotion", metrics=metrics, sections=sections, summary=summary)

@@ -29,7 +29,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import safetensors.numpy
 
-from ..emotion import CLASSES, HIGH_AROUSAL, META_FILE, MODEL_FILE, EmotionModel, Head, default_model_dir
+from ..emotion import (CLASSES, HIGH_AROUSAL, META_FILE, MODEL_FILE, EmotionModel, Head, default_model_dir,
+                       resolve_model_dir)
 from ..emotion_training import baseline_means, fit_logistic, fit_temperature, pooled_within_std
 from ..errors import EvaluationError
 
@@ -49,7 +50,7 @@ def read_recipe(model: EmotionModel) -> dict:
     EvaluationError
         If the model folder lacks what a refit needs (a model from another recipe).
     """
-    model_dir = Path(model.options.model_dir) if model.options.model_dir else default_model_dir()
+    model_dir = resolve_model_dir(model.options.model_dir) if model.options.model_dir else default_model_dir()
     try:
         with open(model_dir / META_FILE, encoding="utf-8") as fh:
             meta = json.load(fh)

@@ -59,6 +59,21 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
     return versions
 
 
+def environment() -> dict:
+    """Every installed distribution with its version, and the checksum of the lock file they should
+    match (constraints.txt, see scripts/lock.sh): transitive versions shape figures too (issue 15)."""
+    import hashlib
+
+    installed = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata.get("Name")
+        if name:
+            installed[name] = dist.version
+    lock = Path(__file__).resolve().parents[2] / "constraints.txt"
+    return {"distributions": dict(sorted(installed.items(), key=lambda kv: kv[0].lower())),
+            "constraints_sha256": hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None}
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -81,6 +96,7 @@ def provenance(*, config_raw: Mapping[str, Any] | None, models: Mapping[str, Any
         "models": dict(models),
         "options": dict(options),
         "packages": package_versions(),
+        "environment": environment(),
     }
 
 
@@ -140,7 +156,8 @@ def confusion_table(conf: Confusion) -> str:
     return table(["", *(f"pred: {label}" for label in conf.labels), "recall"], rows)
 
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
+_CSS = """body{font-family:system-ui,"Noto Sans CJK SC","Noto Sans SC","PingFang SC","Microsoft YaHei",
+"WenQuanYi Micro Hei",sans-serif;margin:2em;max-width:70em;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.2em}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;margin:4px}
 pre{background:#f7f7f7;padding:8px;overflow-x:auto}h2{border-bottom:1px solid #ddd}"""

@@ -1,0 +1,606 @@
+"""Cross-corpus training and leave-one-corpus-out (LOCO) selection of the per-second emotion heads.
+
+The per-second heads (``global``: no baseline; ``relative``: minus the speaker's calm baseline) are
+trained on clips of several corpora (:mod:`pipeline.emotion_corpora`) and **chosen** by how they do on a
+corpus they never saw:
+
+* For each training corpus C in turn, the heads are trained on the other corpora and score C. The
+  recipe used for that fold (feature set, class balance, L2, relative inputs, how training baselines
+  are formed) is itself chosen by an inner LOCO over the *other* corpora only (nested), so nothing of C
+  reaches training, selection or calibration of the model that scores C (``tests/test_emotion_loco.py``
+  perturbs C and checks the fold's model does not move).
+* URDU (test only) is scored by the model trained on all training corpora, its recipe chosen by LOCO
+  over them.
+* The shipped recipe is the one with the best mean LOCO score over the training corpora.
+
+Each clip is scored as recorded and as 8 kHz mu-law audio, as a whole clip and in the engine's live
+pattern (2 s windows every second). The held-out speaker's baseline is the mean of their *other*
+clips (windows of other clips) that the fold's global head calls calm: their audio only, never labels.
+Temperatures are fitted on out-of-fold logits of the training corpora (inner LOCO).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .emotion import CLASSES, HIGH_AROUSAL, Head
+from .emotion_corpora import RATES, Features
+from .emotion_training import (
+    PROSODY_MFCC_SET, PROSODY_SET, baseline_means, feature_names, fit_logistic,
+    fit_temperature, pooled_within_std, scores_summary, softmax, uar,
+)
+
+log = logging.getLogger(__name__)
+
+CALM_AROUSAL_MAX = 0.5
+_HIGH = np.array([CLASSES.index(c) for c in HIGH_AROUSAL])
+_ANG, _HAP, _NEU, _SAD = (CLASSES.index(c) for c in ("angry", "happy", "neutral", "sad"))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every modelling choice of the per-second heads (compared under LOCO)."""
+
+    feature_set: str = PROSODY_SET        # prosody | prosody+mfcc
+    balance: str = "corpus-class"         # class | corpus-class (each corpus's classes weigh alike)
+    l2_global: float = 10.0
+    l2_relative: float = 10.0
+    relative_inputs: str = "relative"     # relative | relative+absolute-prosody
+    train_baseline: str = "calm-labels"   # calm-labels (training speakers' neutral/sad clips) | all
+    clip: float = 5.0
+
+    def describe(self) -> str:
+        return (f"{self.feature_set} | balance {self.balance} | global l2={self.l2_global:g} | "
+                f"{self.relative_inputs} l2={self.l2_relative:g} baseline {self.train_baseline}")
+
+
+GLOBAL_GRID = {"feature_set": (PROSODY_SET, PROSODY_MFCC_SET), "balance": ("class", "corpus-class"),
+               "l2_global": (3.0, 30.0)}
+RELATIVE_GRID = {"relative_inputs": ("relative", "relative+absolute-prosody"),
+                 "train_baseline": ("calm-labels", "all"), "l2_relative": (3.0, 30.0)}
+
+
+def _grid(base: Recipe, grid: Mapping[str, Sequence]) -> list[Recipe]:
+    out = [base]
+    for key, values in grid.items():
+        out = [dataclasses.replace(r, **{key: v}) for r in out for v in values]
+    return out
+
+
+# ---------------------------------------------------------------------------- heads
+@dataclass(frozen=True)
+class Heads:
+    """The two per-second heads as the engine loads them (``pipeline.emotion.Head``)."""
+
+    global_: Head
+    relative: Head
+
+
+def _global_names(names: Sequence[str], recipe: Recipe) -> tuple[str, ...]:
+    return feature_names(names, recipe.feature_set, head="global")
+
+
+def _relative_parts(names: Sequence[str], recipe: Recipe) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    rel = feature_names(names, recipe.feature_set, head="relative")
+    ab = feature_names(names, PROSODY_SET, head="global") if recipe.relative_inputs != "relative" else ()
+    return rel, ab
+
+
+def _cols(names: Sequence[str], wanted: Sequence[str]) -> np.ndarray:
+    return np.array([list(names).index(n) for n in wanted], dtype=np.int64)
+
+
+def _weights(y: np.ndarray, corpora: np.ndarray, balance: str) -> np.ndarray:
+    """Class balance overall, or within each corpus with every corpus weighing alike."""
+    w = np.zeros(len(y))
+    groups = np.zeros(len(y), dtype=int) if balance == "class" else np.unique(corpora, return_inverse=True)[1]
+    for g in np.unique(groups):
+        m = groups == g
+        classes = np.unique(y[m])
+        for c in classes:
+            mc = m & (y == c)
+            w[mc] = 1.0 / (mc.sum() * len(classes))
+    return w / w.mean()
+
+
+def _z(x: np.ndarray, mean: np.ndarray, scale: np.ndarray, clip: float) -> np.ndarray:
+    z = (x - mean) / scale
+    return np.clip(np.where(np.isfinite(z), z, 0.0), -clip, clip)
+
+
+def _nan_mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(invalid="ignore"):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, sd = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
+    return np.where(np.isfinite(mean), mean, 0.0), np.where(np.isfinite(sd) & (sd > 1e-9), sd, 1.0)
+
+
+def _calm_labels(y: np.ndarray) -> np.ndarray:
+    return ~np.isin(y, _HIGH)
+
+
+def _train_global(F: Features, train: np.ndarray, recipe: Recipe) -> Head:
+    names = _global_names(F.names, recipe)
+    idx = _cols(F.names, names)
+    y, corp = F.labels[train], F.corpora[train]
+    x = np.vstack([F.clips[r][train][:, idx] for r in RATES])
+    mean, scale = _nan_mean_std(x)
+    z = _z(x, mean, scale, recipe.clip)
+    yy = np.concatenate([y] * len(RATES))
+    w = np.concatenate([_weights(y, corp, recipe.balance)] * len(RATES))
+    W, b = fit_logistic(z, yy, l2=recipe.l2_global, n_classes=len(CLASSES), sample_weight=w)
+    return Head(names=tuple("abs:" + n for n in names), mean=mean, scale=scale, weights=W, bias=b,
+                temperature=1.0, clip=recipe.clip)
+
+
+def _relative_inputs(F: Features, rows: np.ndarray, recipe: Recipe | Head, calm: Mapping[str, np.ndarray] | None,
+                     *, windows: bool) -> dict[str, np.ndarray]:
+    """rate -> [n_rows, d] relative head inputs (rel features minus baseline, then abs features) of the
+    clips (or windows) ``rows``; a row's baseline is its speaker's rows of other clips flagged ``calm``.
+    ``recipe`` may be a trained relative Head: its input names say which features."""
+    if isinstance(recipe, Head):
+        rel = tuple(n[4:] for n in recipe.names if n.startswith("rel:"))
+        ab = tuple(n[4:] for n in recipe.names if n.startswith("abs:"))
+    else:
+        rel, ab = _relative_parts(F.names, recipe)
+    ri, ai = _cols(F.names, rel), _cols(F.names, ab)
+    if windows:
+        clip_of = F.window_clip
+        in_rows = rows[clip_of]
+        spk = F.speakers[clip_of][in_rows]
+        groups = clip_of[in_rows]
+        source = F.windows
+    else:
+        in_rows = rows
+        spk = F.speakers[rows]
+        groups = np.flatnonzero(rows)
+        source = F.clips
+    out = {}
+    for r in RATES:
+        x = source[r][in_rows]
+        base = baseline_means(x[:, ri], spk, None if calm is None else calm[r], groups=groups)
+        out[r] = np.hstack([x[:, ri] - base, x[:, ai]]) if len(ai) else x[:, ri] - base
+    return out
+
+
+def _train_relative(F: Features, train: np.ndarray, recipe: Recipe) -> Head:
+    rel, ab = _relative_parts(F.names, recipe)
+    y, corp = F.labels[train], F.corpora[train]
+    calm = None
+    if recipe.train_baseline == "calm-labels":
+        flags = _calm_labels(y)
+        calm = {r: flags for r in RATES}
+    x = _relative_inputs(F, train, recipe, calm, windows=False)
+    stacked = np.vstack([x[r] for r in RATES])
+    spk = np.concatenate([F.speakers[train]] * len(RATES))
+    raw = np.vstack([F.clips[r][train][:, _cols(F.names, rel)] for r in RATES])
+    mean_parts = [np.zeros(len(rel))]
+    scale_parts = [pooled_within_std(raw, spk)]
+    if ab:
+        m, sd = _nan_mean_std(stacked[:, len(rel):])
+        mean_parts.append(m)
+        scale_parts.append(sd)
+    mean, scale = np.concatenate(mean_parts), np.concatenate(scale_parts)
+    z = _z(stacked, mean, scale, recipe.clip)
+    yy = np.concatenate([y] * len(RATES))
+    w = np.concatenate([_weights(y, corp, recipe.balance)] * len(RATES))
+    W, b = fit_logistic(z, yy, l2=recipe.l2_relative, n_classes=len(CLASSES), sample_weight=w)
+    names = tuple("rel:" + n for n in rel) + tuple("abs:" + n for n in ab)
+    return Head(names=names, mean=mean, scale=scale, weights=W, bias=b, temperature=1.0, clip=recipe.clip)
+
+
+def _logits(head: Head, x: np.ndarray) -> np.ndarray:
+    return _z(x, head.mean, head.scale, head.clip) @ head.weights + head.bias
+
+
+def apply_heads(F: Features, heads: Heads, test: np.ndarray, recipe: Recipe | None = None) -> dict:
+    """Logits of the held-out clips ``test`` [n_clips] bool: ``{"clip"|"win": {rate: {"global", "relative"}}}``.
+
+    The relative head's baseline for a held-out speaker is their other clips' (windows') mean over those
+    the global head (with its temperature) calls calm: audio only, as live.
+    """
+    gi = _cols(F.names, [n[4:] for n in heads.global_.names])
+    out: dict = {}
+    for kind in ("clip", "win"):
+        windows = kind == "win"
+        rows = test[F.window_clip] if windows else test
+        src = F.windows if windows else F.clips
+        g = {r: _logits(heads.global_, src[r][rows][:, gi]) for r in RATES}
+        calm_rows = {r: softmax(g[r] / heads.global_.temperature)[:, _HIGH].sum(axis=1) < CALM_AROUSAL_MAX
+                     for r in RATES}
+        x = _relative_inputs(F, test, heads.relative, calm_rows, windows=windows)
+        out[kind] = {r: {"global": g[r], "relative": _logits(heads.relative, x[r])} for r in RATES}
+    return out
+
+
+def _groups(F: Features, train: np.ndarray) -> list[np.ndarray]:
+    """Inner folds of the training clips: one per corpus, or (one corpus) up to 5 groups of speakers."""
+    corp = F.corpora
+    names = sorted(set(corp[train]))
+    if len(names) >= 2:
+        return [train & (corp == c) for c in names]
+    spk = F.speakers
+    speakers = sorted(set(spk[train]))
+    k = min(5, len(speakers))
+    fold_of = {s: i % k for i, s in enumerate(sorted(speakers, key=lambda s: zlib.crc32(s.encode())))}
+    fid = np.array([fold_of.get(s, -1) for s in spk])
+    return [train & (fid == i) for i in range(k)]
+
+
+def _speaker_groups(F: Features, train: np.ndarray, k: int = 5) -> list[np.ndarray]:
+    """Up to k groups of the training speakers, each holding speakers of every training corpus."""
+    spk = F.speakers
+    speakers = sorted(set(spk[train]), key=lambda s: zlib.crc32(s.encode()))
+    k = min(k, len(speakers))
+    fold_of = {s: i % k for i, s in enumerate(speakers)}
+    fid = np.array([fold_of.get(s, -1) for s in spk])
+    return [train & (fid == i) for i in range(k)]
+
+
+def fit_heads(F: Features, train: np.ndarray, recipe: Recipe, *, calibrate: bool = True) -> Heads:
+    """Train both heads on the clips ``train``; temperatures from out-of-fold logits of held-out
+    *speakers* of the training corpora.
+
+    Not of held-out corpora: trained on one corpus, another corpus is often at chance or inverted
+    (Korean), so the likelihood-optimal temperature there is unbounded and the heads came out flat
+    (P(angry) 0.24-0.25 on every window of a call): nothing for fusion or the calm judgement to use. A
+    speaker-held-out temperature keeps the heads' ranking usable; ECE on unseen corpora is then worse,
+    and the card reports it.
+    """
+    g, r = _train_global(F, train, recipe), _train_relative(F, train, recipe)
+    if not calibrate:
+        return Heads(g, r)
+    y = F.labels
+    oof_g, oof_r, ys = [], [], []
+    for held in _speaker_groups(F, train):
+        inner = fit_heads(F, train & ~held, recipe, calibrate=False)
+        lg = apply_heads(F, inner, held, recipe)["clip"]
+        for rate in RATES:
+            oof_g.append(lg[rate]["global"])
+            oof_r.append(lg[rate]["relative"])
+            ys.append(y[held])
+    yy = np.concatenate(ys)
+    tg, tr = fit_temperature(np.vstack(oof_g), yy), fit_temperature(np.vstack(oof_r), yy)
+    return Heads(dataclasses.replace(g, temperature=tg), dataclasses.replace(r, temperature=tr))
+
+
+# ---------------------------------------------------------------------------- figures
+def figures(probs: np.ndarray, y: np.ndarray, speakers: np.ndarray, *, label_min_confidence: float = 0.0,
+            sad_min_confidence: float = 0.8) -> dict:
+    """Every figure the card reports for one set of held-out probabilities [n, 4]."""
+    s = scores_summary(probs, y, speakers)
+    ah = np.isin(y, [_ANG, _HAP])
+    ah_pred = np.where(probs[ah, _ANG] >= probs[ah, _HAP], _ANG, _HAP)
+    # valence sign among high-arousal speech: what fusion needs to tell excitement from anger
+    neutral = y == _NEU
+    pred = probs.argmax(axis=1)
+    # the product's label rule (EmotionModel._scores): below its confidence a reading is "neutral"
+    needed = np.where(pred == _SAD, max(sad_min_confidence, label_min_confidence), label_min_confidence)
+    gated = np.where(probs.max(axis=1) >= needed, pred, _NEU)
+    keep = ("uar_4class", "uar_angry_vs_neutral", "uar_high_vs_low_arousal", "ece", "recall_per_class",
+            "predicted_share")
+    out = {k: s[k] for k in keep}
+    out["uar_angry_vs_happy"] = uar(y[ah], ah_pred, [_ANG, _HAP])
+    out["neutral_labelled_sad"] = float(np.mean(pred[neutral] == _SAD)) if neutral.any() else math.nan
+    out["neutral_labelled_sad_gated"] = float(np.mean(gated[neutral] == _SAD)) if neutral.any() else math.nan
+    out["angry_labelled_angry_gated"] = float(np.mean(gated[y == _ANG] == _ANG)) if (y == _ANG).any() else math.nan
+    out["n"] = int(len(y))
+    return out
+
+
+HEADLINE = ("uar_4class", "uar_angry_vs_neutral", "uar_angry_vs_happy", "uar_high_vs_low_arousal", "ece")
+
+
+def score_heads(F: Features, heads: Heads, test: np.ndarray, recipe: Recipe | None = None, *,
+                label_min_confidence: float = 0.0) -> dict:
+    logits = apply_heads(F, heads, test, recipe)
+    y_clip, spk_clip = F.labels[test], F.speakers[test]
+    wrows = test[F.window_clip]
+    y_win, spk_win = F.labels[F.window_clip][wrows], F.speakers[F.window_clip][wrows]
+    temps = {"global": heads.global_.temperature, "relative": heads.relative.temperature}
+    out: dict = {}
+    for kind, yy, ss in (("clip", y_clip, spk_clip), ("win", y_win, spk_win)):
+        for rate in RATES:
+            for head in ("global", "relative"):
+                p = softmax(logits[kind][rate][head] / temps[head])
+                out.setdefault(head, {}).setdefault(kind, {})[rate] = figures(
+                    p, yy, ss, label_min_confidence=label_min_confidence)
+    return out
+
+
+def _selection_score(F: Features, train: np.ndarray, recipe: Recipe, head: str,
+                     global_recipe: Recipe | None = None) -> float:
+    """Mean over inner folds of the worst-rate 4-class UAR of ``head`` on clips (no calibration needed)."""
+    vals = []
+    for held in _groups(F, train):
+        inner = fit_heads(F, train & ~held, recipe, calibrate=False)
+        if head == "relative" and global_recipe is not None:
+            # the calm judge is the global head of the recipe already chosen
+            inner = Heads(fit_heads(F, train & ~held, global_recipe, calibrate=False).global_, inner.relative)
+        lg = apply_heads(F, inner, held, recipe)["clip"]
+        y = F.labels[held]
+        vals.append(min(uar(y, lg[r][head].argmax(axis=1), range(len(CLASSES))) for r in RATES))
+    return float(np.mean(vals))
+
+
+def select_recipe(F: Features, train: np.ndarray, *, base: Recipe = Recipe(),
+                  progress: Callable[[str], None] = log.info, table: list | None = None) -> Recipe:
+    """The recipe with the best inner-LOCO score on the training clips ``train`` only: first the global
+    head (feature set, class balance, L2), then the relative head (inputs, training baselines, L2)."""
+    best_g = None
+    for rec in _grid(base, GLOBAL_GRID):
+        score = _selection_score(F, train, rec, "global")
+        if table is not None:
+            table.append(("global", rec.describe(), score))
+        progress(f"    global   {rec.describe():90s} {score:.3f}")
+        if best_g is None or score > best_g[0] + 1e-9:
+            best_g = (score, rec)
+    g_rec = best_g[1]
+    best_r = None
+    for rec in _grid(g_rec, RELATIVE_GRID):
+        score = _selection_score(F, train, rec, "relative", global_recipe=g_rec)
+        if table is not None:
+            table.append(("relative", rec.describe(), score))
+        progress(f"    relative {rec.describe():90s} {score:.3f}")
+        if best_r is None or score > best_r[0] + 1e-9:
+            best_r = (score, rec)
+    return best_r[1]
+
+
+def _combined(F: Features, train: np.ndarray, recipe: Recipe) -> Heads:
+    """Heads of one recipe; the relative head's calm judge is the global head of the same recipe (the
+    engine uses the model's own global head for that)."""
+    return fit_heads(F, train, recipe)
+
+
+def loco(F: Features, *, train_corpora: Sequence[str], test_only: Sequence[str] = (),
+         recipe: Recipe | None = None, label_min_confidence: float = 0.0,
+         progress: Callable[[str], None] = log.info) -> dict:
+    """Leave-one-corpus-out figures: ``{corpus: {"recipe", "trained_on", "figures"}}``.
+
+    ``recipe`` None = chosen per fold by nested LOCO on the fold's training corpora only.
+    """
+    corp = F.corpora
+    allowed = np.isin(corp, list(train_corpora))
+    out = {}
+    folds = [(c, allowed & (corp != c)) for c in train_corpora] + [(u, allowed) for u in test_only]
+    for held, train in folds:
+        test = corp == held
+        if not test.any():
+            continue
+        assert not (train & test).any(), "a held-out corpus must never be trained on"
+        progress(f"LOCO: {held} held out; training on {sorted(set(corp[train]))}")
+        rec = recipe if recipe is not None else select_recipe(F, train, progress=progress)
+        heads = fit_heads(F, train, rec)
+        out[held] = {"recipe": dataclasses.asdict(rec), "trained_on": sorted(set(corp[train])),
+                     "temperatures": {"global": heads.global_.temperature, "relative": heads.relative.temperature},
+                     "weights_sha256": heads_digest(heads),
+                     "figures": score_heads(F, heads, test, rec, label_min_confidence=label_min_confidence)}
+    return out
+
+
+def heads_digest(heads: Heads) -> str:
+    """SHA-256 of both heads' arrays: equal digests = the same model."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for head in (heads.global_, heads.relative):
+        for name, arr in sorted(head.to_arrays().items()):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(np.round(arr, 10)).tobytes())
+    return h.hexdigest()
+
+
+def fold_masks(F: Features, train_corpora: Sequence[str], test_only: Sequence[str] = ()
+               ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(held-out corpus, training clips, test clips) of every LOCO fold."""
+    corp = F.corpora
+    allowed = np.isin(corp, list(train_corpora))
+    return [(c, allowed & (corp != c), corp == c) for c in train_corpora] + \
+           [(u, allowed, corp == u) for u in test_only]
+
+
+def summary_rows(result: Mapping[str, Mapping], *, head: str, kind: str) -> list[list]:
+    """Table rows: corpus, rate, headline figures, for one head and clip/window kind."""
+    rows = []
+    for corpus, r in result.items():
+        for rate in RATES:
+            f = r["figures"][head][kind][rate]
+            rows.append([corpus, rate, *(round(f[m], 3) for m in HEADLINE),
+                         round(f["neutral_labelled_sad"], 3), round(f["neutral_labelled_sad_gated"], 3)])
+    return rows
+
+
+def mean_loco(result: Mapping[str, Mapping], corpora: Iterable[str], *, head: str, kind: str, metric: str) -> float:
+    vals = [min(result[c]["figures"][head][kind][r][metric] for r in RATES) for c in corpora if c in result]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+# ---------------------------------------------------------------------------- model folders
+def write_model_dir(out_dir, heads: Heads, *, prosody, names: Sequence[str], recipe: Recipe, trained_on: Mapping,
+                    card_figures: Mapping | None = None, label_min_confidence: float = 0.0) -> dict:
+    """Write a model folder the engine loads (``weights.safetensors`` + ``model.json``, no turn heads).
+
+    ``trained_on``: corpora, licences, clips and speakers it learnt from (written into model.json, so the
+    card and ``evaluate emotion`` can tell what a model has seen).
+    """
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import safetensors.numpy
+
+    from .emotion import META_FILE, MODEL_FILE
+    from .emotion_training import _round
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for head_name, head in (("global", heads.global_), ("relative", heads.relative)):
+        for field, value in head.to_arrays().items():
+            arrays[f"{head_name}.{field}"] = value
+    safetensors.numpy.save_file(arrays, str(out_dir / MODEL_FILE))
+    digest = hashlib.sha256((out_dir / MODEL_FILE).read_bytes()).hexdigest()
+    tag = "-".join(sorted(_short(c) for c in trained_on.get("corpora", []))) or "custom"
+    meta = {
+        "id": f"{tag}-prosody-lr-{digest[:8]}",
+        "classes": list(CLASSES),
+        "high_arousal": list(HIGH_AROUSAL),
+        "heads": {"global": list(heads.global_.names), "relative": list(heads.relative.names)},
+        "prosody_options": dataclasses.asdict(prosody),
+        "vector_names": list(names),
+        "weights_sha256": digest,
+        "recipe": dataclasses.asdict(recipe),
+        "label_min_confidence": label_min_confidence,
+        "trained_on": dict(trained_on),
+        # emotion_folds reads each head's L2 and training baseline from here
+        "loso": {"global": {"l2": recipe.l2_global, "train_baseline": "all"},
+                 "relative": {"l2": recipe.l2_relative, "train_baseline": recipe.train_baseline}},
+        "loco": _round(dict(card_figures or {})),
+    }
+    with open(out_dir / META_FILE, "w", encoding="utf-8") as fh:
+        json.dump(meta, fh, indent=1, ensure_ascii=False)
+        fh.write("\n")
+    return meta
+
+
+def _short(corpus: str) -> str:
+    return {"EmoDB": "emodb", "nEMO": "nemo", "emotiontts-ko": "ko", "URDU": "urdu"}.get(corpus, _slug(corpus))
+
+
+def _slug(text: str) -> str:
+    return "".join(c.lower() if c.isalnum() else "-" for c in text).strip("-")[:24] or "custom"
+
+
+def trained_on(F: Features, train: np.ndarray) -> dict:
+    from collections import Counter
+
+    from .emotion_corpora import LICENCES
+
+    corp = F.corpora[train]
+    names = sorted(set(corp.tolist()))
+    return {"corpora": names, "licences": {c: LICENCES.get(c, "as the data owner grants") for c in names},
+            "clips": int(train.sum()), "clips_per_corpus": {c: int(n) for c, n in sorted(Counter(corp.tolist()).items())},
+            "speakers": sorted({r.speaker for r, k in zip(F.rows, train) if k}), "rates": list(RATES)}
+
+
+# ---------------------------------------------------------------------------- a bank's own clips
+def cross_validate(F: Features, folds: Sequence[tuple[str, np.ndarray, np.ndarray]], recipe: Recipe | None, *,
+                   label_min_confidence: float = 0.0, progress: Callable[[str], None] = log.info) -> dict:
+    """Figures of each fold (name, training clips, test clips); ``recipe`` None = chosen per fold on its
+    training clips only (nested)."""
+    out = {}
+    for name, train, test in folds:
+        if not test.any() or not train.any():
+            continue
+        assert not (train & test).any(), "a held-out fold must never be trained on"
+        rec = recipe if recipe is not None else select_recipe(F, train, progress=lambda s: None)
+        heads = fit_heads(F, train, rec)
+        out[name] = {"recipe": dataclasses.asdict(rec), "trained_on": sorted(set(F.corpora[train].tolist())),
+                     "figures": score_heads(F, heads, test, rec, label_min_confidence=label_min_confidence)}
+        progress(f"  {name}: relative head 4-class UAR (windows, 8k) "
+                 f"{out[name]['figures']['relative']['win']['8k-mulaw']['uar_4class']:.3f}")
+    return out
+
+
+def validation_folds(F: Features) -> tuple[str, list[tuple[str, np.ndarray, np.ndarray]]]:
+    """Leave-one-corpus-out when the clips come from two corpora or more, else groups of speakers."""
+    everything = np.ones(len(F.rows), dtype=bool)
+    corpora = sorted(set(F.corpora.tolist()))
+    if len(corpora) >= 2:
+        return "leave-one-corpus-out", [(c, F.corpora != c, F.corpora == c) for c in corpora]
+    groups = _groups(F, everything)
+    return (f"leave-speakers-out ({len(groups)} groups of speakers)",
+            [(f"speakers {sorted({r.speaker for r, k in zip(F.rows, g) if k})}", ~g, g) for g in groups])
+
+
+def train_from_rows(rows, out_dir, *, cache_dir=None, prosody=None, label_min_confidence: float = 0.6,
+                    progress: Callable[[str], None] = log.info) -> dict:
+    """``callpulse train emotion``: the shipped recipe on any labelled clips; writes a model folder
+    (weights, model.json, README.md card) that ``[emotion] model_dir`` loads.
+
+    Raises DatasetError (before any training) when the clips cannot train a model (one class, one speaker).
+    """
+    from pathlib import Path
+
+    from .emotion_corpora import check_trainable, extract_features
+    from .prosody import ProsodyOptions
+
+    prosody = prosody or ProsodyOptions()
+    check_trainable(rows, where=f"{len(rows)} clips")
+    F = extract_features(rows, prosody=prosody, cache_dir=None if cache_dir is None else Path(cache_dir),
+                         progress=progress)
+    protocol, folds = validation_folds(F)
+    progress(f"{len(F.rows)} clips, {len(set(F.speakers))} speakers, corpora {sorted(set(F.corpora.tolist()))}; "
+             f"figures by {protocol} (recipe chosen inside each fold)")
+    figures = cross_validate(F, folds, None, label_min_confidence=label_min_confidence, progress=progress)
+    everything = np.ones(len(F.rows), dtype=bool)
+    recipe = select_recipe(F, everything, progress=lambda s: None)
+    heads = fit_heads(F, everything, recipe)
+    meta = write_model_dir(out_dir, heads, prosody=prosody, names=F.names, recipe=recipe,
+                           trained_on=trained_on(F, everything),
+                           card_figures={"protocol": protocol, "folds": figures},
+                           label_min_confidence=label_min_confidence)
+    write_card(Path(out_dir), meta, protocol=protocol, folds=figures)
+    progress(f"wrote model {meta['id']} to {out_dir} (recipe: {recipe.describe()})")
+    return meta
+
+
+def figure_table(folds: Mapping[str, Mapping], *, head: str, kind: str) -> str:
+    lines = ["| held out | rate | 4-class UAR | angry vs neutral | angry vs happy | arousal UAR | ECE | neutral labelled sad (argmax / gated) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in folds.items():
+        for rate in RATES:
+            f = r["figures"][head][kind][rate]
+            lines.append(f"| {name} | {rate} | {f['uar_4class']:.3f} | {f['uar_angry_vs_neutral']:.3f} | "
+                         f"{f['uar_angry_vs_happy']:.3f} | {f['uar_high_vs_low_arousal']:.3f} | {f['ece']:.3f} | "
+                         f"{f['neutral_labelled_sad']:.3f} / {f['neutral_labelled_sad_gated']:.3f} |")
+    return "\n".join(lines)
+
+
+def write_card(out_dir, meta: Mapping, *, protocol: str, folds: Mapping, extra: str = "") -> None:
+    """README.md of a model folder: what it learnt from (licences), how it was checked, its figures."""
+    from pathlib import Path
+
+    t = meta["trained_on"]
+    nc = [c for c, lic in t["licences"].items() if "NC" in lic or "research" in lic]
+    nc_named = [f"{c} ({t['licences'][c]})" for c in nc]
+    licence = (f"**Non-commercial.** It learnt from {', '.join(nc_named)}: the "
+               "weights inherit those terms and may not be used commercially without the data owners' permission."
+               if nc else "Licences of the training data: " + ", ".join(f"{c}: {lic}" for c, lic in t["licences"].items())
+               + " (a bank's own recordings: as the bank's data terms say).")
+    recipe = Recipe(**meta["recipe"])
+    repo = Path(__file__).resolve().parents[1]
+    shown = Path(out_dir).resolve()
+    shown = shown.relative_to(repo) if shown.is_relative_to(repo) else shown
+    text = f"""# Emotion model `{meta['id']}`
+
+Per-second acoustic emotion heads (`global`, `relative`) over the 55 prosody functionals of
+`pipeline/prosody.py`, trained by `callpulse train emotion` / `pipeline.emotion_loco` (no turn heads).
+Load it with `[emotion] model_dir = "{shown}"`.
+
+{licence}
+
+Trained on {t['clips']} clips ({', '.join(f'{c}: {n}' for c, n in t['clips_per_corpus'].items())}), {len(t['speakers'])}
+speakers, each clip as recorded and as 8 kHz G.711 mu-law. Recipe (chosen by {protocol} inside the training
+clips): {recipe.describe()}. Labels below {meta.get("label_min_confidence", 0.0)} confidence ("sad" below 0.8, `[emotion] sad_min_confidence`) read "neutral".
+
+## Figures ({protocol}; each fold's recipe chosen on its training clips only)
+
+Per-second windows (2 s every second, as the engine scores them), speaker-relative head:
+
+{figure_table(folds, head='relative', kind='win')}
+
+Global head (no baseline), per-second windows:
+
+{figure_table(folds, head='global', kind='win')}
+{extra}"""
+    (Path(out_dir) / "README.md").write_text(text, encoding="utf-8")

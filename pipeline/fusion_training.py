@@ -1,0 +1,408 @@
+"""Fitting the per-second agitation fusion and the takeover timing on annotated evaluation calls.
+
+1. Each call runs through the product's batch path (``batch.analyze_file``, the engine's live timing)
+   with an emotion model that never saw the corpus the fold holds out; :data:`fusion.CUE_RECORDER`
+   captures, every second, the learned fusion's inputs (``fusion.FEATURES``) and the text/turn evidence.
+   Fitting and scoring use the acoustic path (ASR off), so text evidence is nil here (say so).
+2. A logistic model over those inputs is fitted per second: positive from the annotated onset (plus
+   ``LABEL_LAG_S``, the analysis window filling) to the end of an escalating call, negative everywhere
+   on calm and lively-calm calls and before the onset; each call weighs alike (long calls do not
+   dominate) and signs are constrained (``SIGNS``: anger, arousal and raised prosody never lower it,
+   happiness never raises it).
+3. The smoother (``rise_tau_s``, ``fall_tau_s``) and the policy (``raise_level``, ``min_sustain_s``) are
+   chosen together on the same calls by the real ``AlertPolicy``: the most recall with at most
+   ``MAX_FALSE`` false takeovers per calm call and at most ``MAX_EARLY`` of escalating calls alerted
+   before their onset; then the shortest median latency.
+
+Under leave-one-corpus-out the calls of the held-out corpus are scored by a fusion fitted on the other
+corpora's calls only (:func:`loco_fusion`); the shipped fusion is fitted on every corpus's calls.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import scipy.optimize
+
+from .alerts import AlertPolicy, PolicyOptions
+from .fusion import CUE_RECORDER, FEATURES, FUSION_FILE, MODEL_FEATURES, CueBaseline, LearnedFusion
+
+log = logging.getLogger(__name__)
+
+LABEL_LAG_S = 1.0
+# +1: never lowers agitation; -1: never raises it; 0: free.
+# baseline_ready may only lower agitation: free, it learnt "later in a call" (onsets come after the
+# calm opening), which is no evidence of anger.
+SIGNS: Mapping[str, int] = {"present": 0, "anger": 1, "arousal": 1, "happy": -1, "prosody_z": 1,
+                            "baseline_ready": -1, "anger_ready": 1, "overtalk": 1, "anger_excess": 1,
+                            "arousal_excess": 1}
+L2 = 1.0
+MAX_FALSE = 0.05
+MAX_EARLY = 0.05
+RISE_GRID = (0.5, 1.0, 2.0)
+FALL_GRID = (3.0, 6.0)
+RAISE_GRID = tuple(round(x, 3) for x in np.arange(0.20, 0.96, 0.025))
+SUSTAIN_GRID = (0.0, 1.0, 2.0, 3.0)
+
+
+@dataclass(frozen=True)
+class CallCues:
+    """One call's per-second fusion inputs (the cached unit of work)."""
+
+    call_id: str
+    corpus: str
+    variant: str
+    kind: str                   # escalating | calm | lively-calm
+    onset_s: float | None
+    duration_s: float
+    t_s: np.ndarray             # [n]
+    features: np.ndarray        # [n, len(FEATURES)]
+    other: np.ndarray           # [n] text + turn evidence (noisy-OR), 0 with ASR off
+
+    def to_json(self) -> dict:
+        return {"call_id": self.call_id, "corpus": self.corpus, "variant": self.variant, "kind": self.kind,
+                "onset_s": self.onset_s, "duration_s": self.duration_s, "t_s": self.t_s.tolist(),
+                "features": np.round(self.features, 5).tolist(), "other": np.round(self.other, 5).tolist()}
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> "CallCues":
+        return cls(d["call_id"], d["corpus"], d["variant"], d["kind"], d["onset_s"], float(d["duration_s"]),
+                   np.asarray(d["t_s"], dtype=float), np.asarray(d["features"], dtype=float).reshape(-1, len(FEATURES)),
+                   np.asarray(d["other"], dtype=float))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Smoother and takeover policy, chosen together."""
+
+    rise_tau_s: float = 1.0
+    fall_tau_s: float = 6.0
+    raise_level: float = 0.45
+    min_sustain_s: float = 2.0
+
+
+def record_call(path: str | Path, *, engine, config, agent_channel: int, call_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Run one call through ``batch.analyze_file`` and return (t_s [n], features [n, k], other [n], duration)."""
+    from .batch import analyze_file
+
+    recorder: list = []
+    token = CUE_RECORDER.set(recorder)
+    try:
+        result = analyze_file(path, engine=engine, config=config, agent_channel=agent_channel, call_id=call_id)
+    finally:
+        CUE_RECORDER.reset(token)
+    t = np.array([r[0] for r in recorder], dtype=float)
+    x = np.array([r[1] for r in recorder], dtype=float).reshape(-1, len(FEATURES))
+    other = np.array([r[2] for r in recorder], dtype=float)
+    return t, x, other, float(result.get("duration_s") or (t[-1] if len(t) else 0.0))
+
+
+def read_calls_manifest(manifest: Path) -> list[dict]:
+    """Rows of an alerts manifest (path, agent_channel, agitation_onset_s; optional kind, variant, corpus)."""
+    from .evaluate.manifests import parse_optional_float, read_manifest
+
+    rows = read_manifest(manifest, required=("path", "agent_channel", "agitation_onset_s"))
+    out = []
+    for r in rows:
+        onset = parse_optional_float(r, "agitation_onset_s", manifest=manifest)
+        try:
+            channel = int(r.get("agent_channel") or 0)
+        except ValueError as exc:
+            from .errors import DatasetError
+            raise DatasetError(f"{manifest}:{r.line}: agent_channel {r.get('agent_channel')!r} is not 0 or 1") from exc
+        out.append({"path": str(r.path), "agent_channel": channel, "onset_s": onset,
+                    "kind": r.get("kind") or ("escalating" if onset is not None else "calm"),
+                    "variant": r.get("variant") or "all", "corpus": r.get("corpus") or manifest.parent.name,
+                    "call_id": Path(str(r.path)).stem})
+    return out
+
+
+def check_calls(rows: Sequence[Mapping], *, where: str) -> None:
+    """Refuse, before any fitting, a call set fusion cannot be fitted on."""
+    from .errors import DatasetError
+
+    n_esc = sum(1 for r in rows if r["onset_s"] is not None)
+    n_calm = len(rows) - n_esc
+    if n_esc == 0 or n_calm == 0:
+        raise DatasetError(f"{where}: {n_esc} escalating and {n_calm} calm calls; fitting the fusion needs both "
+                           "(escalating calls with agitation_onset_s, calm calls with it empty)")
+
+
+def record_calls(rows: Sequence[Mapping], *, engine, config, cache: Path | None = None,
+                 progress: Callable[[str], None] = log.info) -> list[CallCues]:
+    """CallCues of every row, cached as JSON lines in ``cache`` (keyed by the engine's emotion model)."""
+    done: dict[str, CallCues] = {}
+    if cache is not None and cache.is_file():
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            c = CallCues.from_json(json.loads(line))
+            done[c.call_id] = c
+    out = []
+    for i, r in enumerate(rows):
+        key = f"{r['corpus']}/{r['call_id']}"
+        if key not in done:
+            t, x, other, dur = record_call(r["path"], engine=engine, config=config,
+                                           agent_channel=r["agent_channel"], call_id=r["call_id"])
+            done[key] = CallCues(key, r["corpus"], r["variant"], r["kind"], r["onset_s"], dur, t, x, other)
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                with open(cache, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(dataclasses.replace(done[key], call_id=key).to_json()) + "\n")
+            if (i + 1) % 20 == 0:
+                progress(f"  recorded {i + 1}/{len(rows)} calls")
+        out.append(done[key])
+    return out
+
+
+# ---------------------------------------------------------------------------- the per-second model
+def labels(c: CallCues) -> np.ndarray:
+    """Per-second targets: agitated from the onset (+ lag) on, calm elsewhere."""
+    if c.onset_s is None:
+        return np.zeros(len(c.t_s))
+    return (c.t_s >= c.onset_s + LABEL_LAG_S).astype(float)
+
+
+def model_inputs(c: CallCues) -> np.ndarray:
+    """MODEL_FEATURES per second [n, k], by the tracker's own CueBaseline."""
+    base = CueBaseline()
+    return np.array([base.model_features(tuple(row)) for row in c.features], dtype=float).reshape(-1, len(MODEL_FEATURES))
+
+
+def fit_fusion(calls: Sequence[CallCues], *, l2: float = L2) -> LearnedFusion:
+    """Sign-constrained logistic regression over every second the caller's voice is held (or over-talk)."""
+    xs, ys, ws = [], [], []
+    for c in calls:
+        active = (c.features[:, 0] > 0) | (c.features[:, -1] > 0)
+        if not active.any():
+            continue
+        y = labels(c)[active]
+        xs.append(model_inputs(c)[active])
+        ys.append(y)
+        ws.append(np.full(active.sum(), 1.0 / active.sum()))
+    x, y, w = np.vstack(xs), np.concatenate(ys), np.concatenate(ws)
+    # positives and negatives weigh alike overall
+    pos = y > 0.5
+    w = np.where(pos, w / max(w[pos].sum(), 1e-12), w / max(w[~pos].sum(), 1e-12))
+    w = w / w.sum()
+    d = x.shape[1]
+
+    def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ theta[:d] + theta[d]
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+        eps = 1e-12
+        loss = -np.sum(w * (y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps))) + 0.5 * l2 * 1e-3 * theta[:d] @ theta[:d]
+        g = w * (p - y)
+        return float(loss), np.concatenate([x.T @ g + l2 * 1e-3 * theta[:d], [g.sum()]])
+
+    bounds = [(0.0, None) if SIGNS[f] > 0 else (None, 0.0) if SIGNS[f] < 0 else (None, None) for f in MODEL_FEATURES]
+    res = scipy.optimize.minimize(loss_grad, np.zeros(d + 1), jac=True, method="L-BFGS-B",
+                                  bounds=bounds + [(None, None)], options={"maxiter": 2000})
+    theta = res.x
+    digest = hashlib.sha256(np.round(theta, 6).tobytes()).hexdigest()[:8]
+    return LearnedFusion(tuple(float(v) for v in theta[:d]), float(theta[d]), f"fusion-lr-{digest}")
+
+
+def replay_levels(c: CallCues, model: LearnedFusion, timing: Timing) -> np.ndarray:
+    """The per-second agitation the engine's AgitationTracker computes from these inputs [n]."""
+    w, b = np.asarray(model.weights), model.bias
+    z = model_inputs(c) @ w + b
+    p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+    active = (c.features[:, 0] > 0) | (c.features[:, -1] > 0)
+    raw = 1.0 - (1.0 - np.where(active, p, 0.0)) * (1.0 - c.other)
+    up, down = 1.0 - math.exp(-1.0 / timing.rise_tau_s), 1.0 - math.exp(-1.0 / timing.fall_tau_s)
+    level = np.zeros(len(raw))
+    cur = 0.0
+    for i, r in enumerate(raw):
+        cur += (r - cur) * (up if r > cur else down)
+        level[i] = cur
+    return level
+
+
+def policy_raises(t_s: np.ndarray, level: np.ndarray, timing: Timing, base: PolicyOptions = PolicyOptions()) -> list[float]:
+    """Takeover raise times from the product's AlertPolicy."""
+    options = dataclasses.replace(base, raise_level=timing.raise_level, min_sustain_s=timing.min_sustain_s,
+                                  clear_level=min(base.clear_level, timing.raise_level))
+    policy = AlertPolicy("caller_agitation", options, "eval", None)
+    raised = []
+    for t, lv in zip(t_s, level):
+        raised.extend(ev.raised_at_s for ev in policy.update(float(t), float(lv)) if ev.state == "raised")
+    return raised
+
+
+def score(calls: Sequence[CallCues], model: LearnedFusion, timing: Timing) -> dict:
+    """Recall, early alerts, false takeovers per calm call, latency median/p90 (by the real policy)."""
+    esc = [c for c in calls if c.onset_s is not None]
+    calm = [c for c in calls if c.onset_s is None]
+    detected, early, latencies, false = 0, 0, [], 0
+    per_call = []
+    for c in calls:
+        raises = policy_raises(c.t_s, replay_levels(c, model, timing), timing)
+        if c.onset_s is None:
+            false += len(raises)
+            per_call.append({"call": c.call_id, "kind": c.kind, "false": len(raises)})
+            continue
+        before = [r for r in raises if r < c.onset_s]
+        after = [r for r in raises if r >= c.onset_s]
+        early += bool(before)
+        if after:
+            detected += 1
+            latencies.append(after[0] - c.onset_s)
+        per_call.append({"call": c.call_id, "kind": c.kind, "early": bool(before),
+                         "latency_s": (after[0] - c.onset_s) if after else None})
+    lat = np.array(latencies)
+    return {
+        "n_escalating": len(esc), "n_calm": len(calm),
+        "n_calm_plain": sum(1 for c in calm if c.kind == "calm"), "n_lively": sum(1 for c in calm if c.kind == "lively-calm"),
+        "recall": detected / len(esc) if esc else math.nan,
+        "early_share": early / len(esc) if esc else math.nan,
+        "false_per_calm_call": false / len(calm) if calm else math.nan,
+        "false_per_lively_call": (sum(p["false"] for p in per_call if p["kind"] == "lively-calm")
+                                  / max(1, sum(1 for c in calm if c.kind == "lively-calm"))),
+        "latency_median_s": float(np.median(lat)) if len(lat) else math.nan,
+        "latency_p90_s": float(np.percentile(lat, 90)) if len(lat) else math.nan,
+        "per_call": per_call,
+    }
+
+
+def latency_parts(calls: Sequence[CallCues], model: LearnedFusion, timing: Timing) -> dict:
+    """Where the seconds between the onset and the takeover go, medians over detected escalating calls:
+    ``evidence_s`` (onset -> first second the unsmoothed evidence reaches raise_level: the 2 s analysis
+    window, the 1 s hop and the cue itself), ``smoothing_s`` (-> the smoothed level reaches it) and
+    ``sustain_s`` (-> the policy raises)."""
+    parts: dict[str, list[float]] = {"evidence_s": [], "smoothing_s": [], "sustain_s": []}
+    for c in calls:
+        if c.onset_s is None:
+            continue
+        level = replay_levels(c, model, timing)
+        raises = [r for r in policy_raises(c.t_s, level, timing) if r >= c.onset_s]
+        if not raises:
+            continue
+        z = model_inputs(c) @ np.asarray(model.weights) + model.bias
+        active = (c.features[:, 0] > 0) | (c.features[:, -1] > 0)
+        raw = 1.0 - (1.0 - np.where(active, 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))), 0.0)) * (1.0 - c.other)
+        after = c.t_s >= c.onset_s
+        t_ev = c.t_s[after & (raw >= timing.raise_level)]
+        t_lv = c.t_s[after & (level >= timing.raise_level)]
+        if not len(t_ev) or not len(t_lv):
+            continue
+        parts["evidence_s"].append(float(t_ev[0] - c.onset_s))
+        parts["smoothing_s"].append(float(max(0.0, t_lv[0] - t_ev[0])))
+        parts["sustain_s"].append(float(max(0.0, raises[0] - t_lv[0])))
+    return {k: (float(np.median(v)) if v else math.nan) for k, v in parts.items()}
+
+
+def _first_raise_fast(level: np.ndarray, raise_level: float, sustain_steps: int) -> np.ndarray:
+    """Indices where a run of level >= raise_level has lasted sustain_steps more seconds (first of each run)."""
+    above = level >= raise_level
+    if not above.any():
+        return np.array([], dtype=int)
+    out = []
+    run = 0
+    for i, a in enumerate(above):
+        run = run + 1 if a else 0
+        if run == sustain_steps + 1:
+            out.append(i)
+    return np.array(out, dtype=int)
+
+
+def select_timing(calls: Sequence[CallCues], model: LearnedFusion, *, progress: Callable[[str], None] = log.info
+                  ) -> tuple[Timing, dict]:
+    """The timing with the most recall within the false/early budgets (then the lowest median latency).
+
+    A quick scan (first raise of each run above the level; the policy's cooldown and hysteresis are
+    ignored) ranks the grid; the winner is re-scored by the real policy.
+    """
+    esc = [c for c in calls if c.onset_s is not None]
+    calm = [c for c in calls if c.onset_s is None]
+    best = None
+    for rise in RISE_GRID:
+        for fall in FALL_GRID:
+            levels = {id(c): replay_levels(c, model, Timing(rise, fall)) for c in calls}
+            for sustain in SUSTAIN_GRID:
+                for lv in RAISE_GRID:
+                    n_false = sum(len(_first_raise_fast(levels[id(c)], lv, int(sustain))) > 0 for c in calm)
+                    n_early = 0
+                    lat = []
+                    for c in esc:
+                        idx = _first_raise_fast(levels[id(c)], lv, int(sustain))
+                        ts = c.t_s[idx] if len(idx) else np.array([])
+                        n_early += bool((ts < c.onset_s).any())
+                        after = ts[ts >= c.onset_s]
+                        if len(after):
+                            lat.append(after[0] - c.onset_s)
+                    false_rate, early_rate = n_false / max(1, len(calm)), n_early / max(1, len(esc))
+                    recall = len(lat) / max(1, len(esc))
+                    med = float(np.median(lat)) if lat else 1e9
+                    ok = false_rate <= MAX_FALSE and early_rate <= MAX_EARLY
+                    # within budget: recall, then latency; outside: the least over-budget first
+                    key = (ok, recall if ok else -(false_rate + early_rate), -med)
+                    if best is None or key > best[0]:
+                        best = (key, Timing(rise, fall, float(lv), float(sustain)))
+    timing = best[1]
+    figures = score(calls, model, timing)
+    progress(f"  timing {timing}: recall {figures['recall']:.2f}, false/calm call {figures['false_per_calm_call']:.3f}, "
+             f"early {figures['early_share']:.2f}, median latency {figures['latency_median_s']:.1f} s")
+    return timing, figures
+
+
+def fit(calls: Sequence[CallCues], *, progress: Callable[[str], None] = log.info) -> tuple[LearnedFusion, Timing, dict]:
+    """Fusion weights, then timing, on ``calls``; returns (model, timing, training-call figures)."""
+    model = fit_fusion(calls)
+    timing, figures = select_timing(calls, model, progress=progress)
+    return model, timing, figures
+
+
+def loco_fusion(calls_by_fold: Mapping[str, Sequence[CallCues]], *, corpora: Sequence[str],
+                progress: Callable[[str], None] = log.info) -> dict:
+    """``calls_by_fold[C]``: every call's cues by the emotion model trained without corpus C. For each
+    C, fit on the other corpora's calls, score C's calls. Returns {C: {"fit_on", "timing", "model", "figures"}}."""
+    out = {}
+    for held in corpora:
+        calls = calls_by_fold[held]
+        train = [c for c in calls if c.corpus != held]
+        test = [c for c in calls if c.corpus == held]
+        if not test or not train:
+            continue
+        assert not any(c.corpus == held for c in train)
+        progress(f"fusion LOCO: {held} held out; fitting on {sorted({c.corpus for c in train})}")
+        model, timing, _ = fit(train, progress=progress)
+        figures = {"all": {**score(test, model, timing), "latency_parts": latency_parts(test, model, timing)}}
+        for variant in sorted({c.variant for c in test}):
+            figures[variant] = score([c for c in test if c.variant == variant], model, timing)
+        out[held] = {"fit_on": sorted({c.corpus for c in train}), "timing": dataclasses.asdict(timing),
+                     "model": model.to_json(), "figures": figures}
+    return out
+
+
+def write_fusion_dir(out_dir: Path, model: LearnedFusion, timing: Timing, details: Mapping) -> Path:
+    """``fusion.json`` (weights, timing, figures); the engine reads weights, TOML carries the timing."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {**model.to_json(), "timing": dataclasses.asdict(timing), **details}
+    path = out_dir / FUSION_FILE
+    path.write_text(json.dumps(_round(meta), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def _round(obj):
+    if isinstance(obj, float):
+        return round(obj, 4) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _round(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_round(v) for v in obj]
+    return obj
+
+
+def drop_per_call(figures: Mapping) -> dict:
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "per_call"} if isinstance(v, dict) else v)
+            for k, v in figures.items() if k != "per_call"}
+
+
+def iter_variants(calls: Iterable[CallCues]) -> list[str]:
+    return sorted({c.variant for c in calls})
