@@ -23,14 +23,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import __version__
-from .alerts import AlertPolicy, PolicyOptions
+from .alerts import AlertPolicy, PolicyOptions, alert_id
 from .asr import AsrChunk, Transcriber
 from .audio import StreamResampler
 from .config import Config
 from .errors import AudioFormatError, ModelUnavailableError
 from .events import (AlertEvent, CallEnded, LevelUpdate, Speaker, SpeechTurn, StageError, TranscriptEvent)
 from .fusion import AcousticCue, AgitationTracker, TextCue, TurnCue
-from .masking import mask_text, mask_words
+from .masking import StreamMasker, mask_text
 from .prosody import ProsodyExtractor, SpeakerBaseline
 from .strain import ShiftBook, ShiftState, strain_level
 from .text import TextScorer
@@ -302,6 +302,10 @@ class CallSession:
         self._jobs_ready: list[AsrJob] = []
         self._interim_open: dict[int, AsrJob] = {}
         self._last_interim_s: dict[int, float] = {}
+        # each speaker's transcript is masked as one stream: a number split over two segments is still
+        # one number (texts and ASR words apart: words keep their timings)
+        self._text_maskers: dict[str, StreamMasker] = {}
+        self._word_maskers: dict[str, StreamMasker] = {}
 
     # -- public ---------------------------------------------------------------------------------
     @property
@@ -356,6 +360,7 @@ class CallSession:
         for ev in self._policy.close(end_s):
             events.append(self._record_alert(ev))
         events.extend(self._end_shift(end_s))
+        self._flush_masking()
         events.append(CallEnded(self.info.call_id, self.result()))
         return events
 
@@ -605,7 +610,7 @@ class CallSession:
         if job.interim:
             if self._interim_open.pop(job.id, None) is None or self._finished or isinstance(window, BaseException):
                 return []
-            return [dataclasses.replace(e, final=False, text=mask_text(e.text, self.config.masking), words=())
+            return [dataclasses.replace(e, final=False, text=self._mask_preview(e.speaker, e.text), words=())
                     for e in window.events]
         if self._jobs_open.pop(job.id, None) is None:
             return []
@@ -656,7 +661,7 @@ class CallSession:
     def _on_text(self, idx: int, res: TranscriptEvent, t_available: float) -> TranscriptEvent:
         seg = self._segments[idx]
         t0 = time.perf_counter()
-        text = mask_text(res.text, self.config.masking)
+        text, words = self._mask_segment(idx, seg.speaker, res)
         try:
             score = self.engine.text.score(res.text, language=res.language)
             sentiment, flags = float(score.sentiment), tuple(score.flags)
@@ -672,12 +677,44 @@ class CallSession:
             self._agitation.add_text(TextCue(t_available, sentiment, flags, excerpt))
         elif seg.speaker == "agent" and sentiment is not None:
             self._agent_sentiments.append(sentiment)
-        # masked as one sentence: a card number spread over several words must not survive word by word
-        masked = mask_words([w.text for w in res.words], self.config.masking)
-        words = tuple(dataclasses.replace(w, text=m) for w, m in zip(res.words, masked))
         seg.words = words
         return TranscriptEvent(seg.speaker, seg.start_s, seg.end_s, text, res.language, True, words,
                                sentiment or 0.0, flags, seg.emotion)
+
+    # -- masking ----------------------------------------------------------------------------------
+    def _maskers(self, speaker: str) -> tuple[StreamMasker, StreamMasker]:
+        if speaker not in self._text_maskers:
+            self._text_maskers[speaker] = StreamMasker(self.config.masking)
+            self._word_maskers[speaker] = StreamMasker(self.config.masking)
+        return self._text_maskers[speaker], self._word_maskers[speaker]
+
+    def _mask_segment(self, idx: int, speaker: str, res: TranscriptEvent) -> tuple[str, tuple]:
+        """This segment's masked text and words, masked in the speaker's stream; earlier segments whose
+        digits this one continues are revised in place (the stored transcript never shows them)."""
+        texts, words = self._maskers(speaker)
+        text_rev, word_rev = texts.push(idx, [res.text]), words.push(idx, [w.text for w in res.words])
+        self._apply_mask_revisions(text_rev, word_rev, skip=idx)
+        text = text_rev[idx][0]
+        masked_words = word_rev.get(idx, [w.text for w in res.words])
+        return text, tuple(dataclasses.replace(w, text=m) for w, m in zip(res.words, masked_words))
+
+    def _mask_preview(self, speaker: str, text: str) -> str:
+        masker = self._text_maskers.get(speaker)
+        return masker.preview([text])[0] if masker is not None else mask_text(text, self.config.masking)
+
+    def _apply_mask_revisions(self, texts: Mapping, words: Mapping, *, skip: int | None = None) -> None:
+        for idx, parts in texts.items():
+            if idx != skip:
+                self._segments[idx].text = parts[0]
+        for idx, parts in words.items():
+            if idx != skip:
+                seg = self._segments[idx]
+                seg.words = tuple(dataclasses.replace(w, text=m) for w, m in zip(seg.words, parts))
+
+    def _flush_masking(self) -> None:
+        """End of the call: digits held at a speaker's last segment are resolved."""
+        for speaker, texts in self._text_maskers.items():
+            self._apply_mask_revisions(texts.finish(), self._word_maskers[speaker].finish())
 
     # -- alerts, strain ---------------------------------------------------------------------------
     def _record_alert(self, ev: AlertEvent) -> AlertEvent:
@@ -706,10 +743,15 @@ class CallSession:
         level, _ = strain_level(self.config.strain, **self._call_terms())
         return level
 
-    def _end_shift(self, end_s: float) -> list:
-        """Fold this call into the agent's shift; recommend a break when the call ends, never mid-call."""
+    def shift_so_far(self) -> dict | None:
+        """The agent's shift state as if this call ended now (JSON), or None without an agent. A live
+        service checkpoints it, so a crash mid-call still counts the call's strain on restart."""
         if self._shift is None or self.info.n_channels == 1:
-            return []
+            return None
+        return self._shift_after(self.time_s)[0].as_json()
+
+    def _shift_after(self, end_s: float) -> tuple[ShiftState, float, tuple]:
+        """(the shift with this call folded in up to ``end_s``, strain level, reasons)."""
         terms = self._call_terms()
         level, reasons = strain_level(self.config.strain, **terms)
         started = _parse_time(self.info.started_at)
@@ -722,10 +764,17 @@ class CallSession:
             last_call_end=(datetime.fromtimestamp(started.timestamp() + end_s, timezone.utc).isoformat()
                            if started else self._shift.last_call_end),
             total_calls=self._shift.total_calls + 1)
+        return shift, level, reasons
+
+    def _end_shift(self, end_s: float) -> list:
+        """Fold this call into the agent's shift; recommend a break when the call ends, never mid-call."""
+        if self._shift is None or self.info.n_channels == 1:
+            return []
+        shift, level, reasons = self._shift_after(end_s)
         events = []
         policy: PolicyOptions = self.config.alerts.agent_strain
         if level >= policy.raise_level and not shift.recommended:
-            ev = AlertEvent(id=_new_id(), kind="agent_strain", action="recovery_break", state="raised",
+            ev = AlertEvent(id=alert_id(self.info.call_id, "agent_strain", end_s), kind="agent_strain", action="recovery_break", state="raised",
                             call_id=self.info.call_id, agent_id=self.info.agent_id, onset_s=end_s,
                             raised_at_s=end_s, cleared_at_s=None, level=level, reasons=reasons)
             events.append(self._record_alert(ev))
@@ -802,8 +851,3 @@ def _parse_time(ts: str | None) -> datetime | None:
         raise AudioFormatError(f"started_at {ts!r} is not an ISO 8601 time (e.g. 2026-11-29T09:30:00+08:00)") from exc
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
-
-def _new_id() -> str:
-    import uuid
-
-    return uuid.uuid4().hex

@@ -230,10 +230,21 @@ def test_recent_audio_ring_returns_what_was_appended_by_call_time_across_wraps()
 
 
 @pytest.mark.slow
-def test_transcribed_turns_are_rescored_by_the_turn_heads_on_the_asr_encoder_pass(sample_results):
+def test_transcribed_turns_are_rescored_by_the_turn_heads_on_the_asr_encoder_pass(engine):
     """Each transcribed turn's emotion comes from prosody + the pooled output of the encoder pass the
-    ASR ran anyway; a speaker's later turns are judged against their own earlier ones."""
-    turns = [s for s in sample_results["escalating_en"]["segments"] if s["text"]]
+    ASR ran anyway; a speaker's later turns are judged against their own earlier ones. The default
+    (cross-corpus) model has no turn heads; the EmoDB-only variant has them, one config line away."""
+    from pipeline.emotion import EmotionModel
+    from pipeline.engine import Engine
+    from pipeline.strain import ShiftBook
+
+    config = engine.config.replace("emotion", model_dir="models/emotion-emodb")
+    emodb = Engine(config, vad=engine.vad, transcriber=engine.transcriber, extractor=engine.extractor,
+                   emotion=EmotionModel.load(config.emotion, prosody=config.prosody), text=engine.text,
+                   shifts=ShiftBook(config.strain))
+    assert emodb.turn_emotion, "the EmoDB-only variant lost its turn heads"
+    result = analyze_file(SAMPLES / "escalating_en.wav", engine=emodb)
+    turns = [s for s in result["segments"] if s["text"]]
     heads = [s["emotion"]["source"].rsplit("/", 1)[-1] for s in turns]
     assert "turn_global" in heads and set(heads) <= {"turn_global", "turn_speaker"}
     caller = [s for s in turns if s["speaker"] == "caller"]
