@@ -30,8 +30,9 @@ def test_a_wheel_installed_into_a_fresh_environment_finds_its_models_and_analyse
         [str(fresh_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True, capture_output=True, text=True).stdout.strip())
     (fresh_site / "borrowed-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--prefix", str(env_dir),
-                    str(wheel)], check=True, capture_output=True)
+    # --ignore-installed: without it pip first uninstalls this environment's own (editable) callpulse
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q",
+                    "--prefix", str(env_dir), str(wheel)], check=True, capture_output=True)
 
     work = tmp_path / "elsewhere"
     work.mkdir()
@@ -50,3 +51,5 @@ def test_a_wheel_installed_into_a_fresh_environment_finds_its_models_and_analyse
     result = json.loads((out / "calm_en.json").read_text())
     assert result["summary"]["emotion_source"].startswith("model:"), "the emotion model was not found"
     assert any(seg["text"] for seg in result["segments"]), "no transcript: ASR or the text stage did not run"
+    mine = subprocess.run([sys.executable, "-m", "pip", "show", "callpulse"], capture_output=True, text=True)
+    assert mine.returncode == 0, "installing the wheel elsewhere removed this environment's callpulse"
