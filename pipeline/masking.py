@@ -487,19 +487,7 @@ def mask_words(words: Sequence[str], options: MaskingOptions) -> list[str]:
     offset = 0
     for word in words:
         a, b = offset, offset + len(word)
-        pieces: list[str] = []
-        pos = a
-        for start, end, token in spans:
-            if end <= a or start >= b:
-                continue
-            if start > pos:
-                pieces.append(joined[pos:start])
-            if start >= a:
-                pieces.append(token)
-            pos = max(pos, min(end, b))
-        if pos < b:
-            pieces.append(joined[pos:b])
-        out.append("".join(pieces))
+        out.append(_mask_piece(joined, a, b, spans))
         offset = b
     return out
 
