@@ -65,8 +65,8 @@ def _main(args: argparse.Namespace) -> int:
 
 def _print_summary(results: Iterable[dict], failures: Sequence[tuple[str, str]], out_dir: Path,
                    database: str | None = "results.sqlite") -> None:
-    from .store_base import resolve_database
-    from .store_pg import safe_url
+    from .outputs.store_base import resolve_database
+    from .outputs.store_pg import safe_url
 
     for r in results:
         s = r["summary"]

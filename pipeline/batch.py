@@ -182,7 +182,7 @@ class BatchWriter:
     progress bar; summary.csv and index.html at the end. Shared by the single-process and cluster paths."""
 
     def __init__(self, out_dir: Path, config: Config, *, total: int, progress: bool | None) -> None:
-        from .store_base import open_store, resolve_database
+        from .outputs.store_base import open_store, resolve_database
 
         out_dir.mkdir(parents=True, exist_ok=True)
         self.out_dir = out_dir
@@ -202,7 +202,7 @@ class BatchWriter:
         self.close()
 
     def succeeded(self, result: dict) -> None:
-        from .report import write_call_report
+        from .outputs.report import write_call_report
 
         self.results.append(result)
         self._audio_s += result["duration_s"]
@@ -236,7 +236,7 @@ class BatchWriter:
             self._bar.update(1)
 
     def finish(self) -> tuple[list[dict], list[tuple[str, str]]]:
-        from .report import write_batch_report, write_summary_csv
+        from .outputs.report import write_batch_report, write_summary_csv
 
         if self._bar is not None:
             self._bar.close()

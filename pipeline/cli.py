@@ -13,7 +13,7 @@ from .errors import PipelineError
 log = logging.getLogger("pipeline.cli")
 
 # Subcommand groups owned by other modules; each exposes register(subparsers).
-_PLUGINS = ("pipeline.analyze_cli", "pipeline.live.cli", "pipeline.evaluate.cli", "pipeline.train_cli")
+_PLUGINS = ("pipeline.analyze_cli", "pipeline.live.cli", "pipeline.evaluate.cli", "pipeline.training.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Acoustic emotion: the trained head in ``models/emotion/`` applied to prosody feature vectors.
 
-The model (trained by ``scripts/train_emotion.py``, see ``pipeline.emotion_training`` and the card in
+The model (trained by ``scripts/train_emotion.py``, see ``pipeline.training.emotion`` and the card in
 ``models/emotion/README.md``) has two logistic heads over the same telephone-band features:
 
 * ``relative``: features relative to the speaker's own baseline (an :class:`EmotionBaseline` that has

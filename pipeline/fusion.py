@@ -8,7 +8,7 @@ The acoustic evidence is, by default (``[fusion] model = "learned"``), one proba
 model over the caller's per-second cues (P(angry), arousal, P(happy), speaker-relative prosody, whether
 the baseline is ready, over-talk), fitted on evaluation calls of several corpora with signs constrained
 where they should be (anger and raised prosody never lower it, happiness never raises it): see
-``pipeline.fusion_training`` and ``models/fusion/README.md``. ``model = "rules"`` is the hand-set
+``pipeline.training.fusion`` and ``models/fusion/README.md``. ``model = "rules"`` is the hand-set
 noisy-OR of ``weight_arousal``, ``weight_anger``, ``weight_prosody`` and ``happy_discount``. Text and
 turn-head cues join by noisy-OR in both.
 """
@@ -33,7 +33,7 @@ FEATURES = ("present", "anger", "arousal", "happy", "prosody_z", "baseline_ready
 # reading of a call alike.
 MODEL_FEATURES = FEATURES + ("anger_excess", "arousal_excess")
 CUE_BASELINE_READINGS = 8
-# Set by evaluation and fusion training only (pipeline.fusion_training): every step appends its inputs, so
+# Set by evaluation and fusion training only (pipeline.training.fusion): every step appends its inputs, so
 # fusion and alert timing can be refitted offline without re-running the engine.
 CUE_RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar("callpulse_cue_recorder", default=None)
 

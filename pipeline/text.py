@@ -309,7 +309,7 @@ class _ZhLexicon:
 
 def lexicon_score(scorer: "TextScorer", text: str, language: str) -> float:
     """The lexicon's normalised score of one language's part of a text, without snownlp (what the trained
-    models read as their lexicon feature; ``pipeline/text_training.py`` uses this)."""
+    models read as their lexicon feature; ``pipeline/training/text.py`` uses this)."""
     _text, cjk_text, latin_text, _zh_view = scorer._views(text)
     if language == "zh":
         return _normalise(scorer._zh.raw_valence(cjk_text)[0]) if cjk_text else 0.0

@@ -3,7 +3,7 @@
 The ``trained`` text backend (``pipeline/text.py``) reads ``models/text/trained_zh.npz`` /
 ``trained_en.npz`` (weights, no pickles) and ``trained.json`` (feature recipe, Platt calibration, data
 and figures). Features are hashed with CRC-32, so there is no vocabulary to ship or to keep in step with
-the weights, and the same code turns a turn into features at training (``pipeline/text_training.py``) and
+the weights, and the same code turns a turn into features at training (``pipeline/training/text.py``) and
 at run time.
 
 What the text looks like before features are taken is chosen for ASR: punctuation is dropped (Whisper

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import benchmark  # noqa: E402
+from pipeline.devtools import benchmark  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 
 

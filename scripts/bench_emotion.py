@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from pipeline.emotion import EmotionModel, EmotionOptions  # noqa: E402
-from pipeline.emotion_training import (cost_per_audio_second, data_dir_default, read_manifest,  # noqa: E402
+from pipeline.training.emotion import (cost_per_audio_second, data_dir_default, read_manifest,  # noqa: E402
                                        telephone_version)
 
 

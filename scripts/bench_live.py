@@ -31,7 +31,7 @@ from pipeline.engine import Engine  # noqa: E402
 from pipeline.live.options import LiveOptions  # noqa: E402
 from pipeline.live.replay import ReplayCall, feed_events, replay  # noqa: E402
 from pipeline.live.server import LiveService  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from pipeline.outputs.store import Store  # noqa: E402
 
 TOKEN = "bench-token-0123456789abcdef"
 

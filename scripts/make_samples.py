@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Make the sample calls in samples/ (deterministic; needs espeak-ng). Logic: pipeline/samples_gen.py.
+"""Make the sample calls in samples/ (deterministic; needs espeak-ng). Logic: pipeline/devtools/samples_gen.py.
 
     python scripts/make_samples.py                 # all three, into samples/
     python scripts/make_samples.py --only calm_en --out /tmp/s
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.samples_gen import DEFAULT_SEED, SCRIPTS, write_all  # noqa: E402
+from pipeline.devtools.samples_gen import DEFAULT_SEED, SCRIPTS, write_all  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 """Train the acoustic emotion model and write its folder (weights + model.json + README.md card).
 
 Default: the per-second heads on every corpus allowed to train (EmoDB, nEMO, emotiontts-ko), the recipe
-chosen by leave-one-corpus-out (``pipeline.emotion_loco``), LOCO figures for each corpus and URDU (test
+chosen by leave-one-corpus-out (``pipeline.training.loco``), LOCO figures for each corpus and URDU (test
 only), the EmoDB-only variant's figures beside, written to models/emotion/:
 
     python scripts/train_emotion.py                       # multi-corpus, LOCO -> models/emotion/
@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.emotion_training import (  # noqa: E402
+from pipeline.training.emotion import (  # noqa: E402
     CONDITIONS, FEATURE_SETS, TrainOptions, data_dir_default, evaluate_and_train,
 )
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # cpu_threads 2: deterministic encodings whatever the machine (int8 GEMM sums in a fixed order)
         transcriber = Transcriber.load(AsrOptions(cpu_threads=2))
-    from pipeline.emotion_turn_training import train_turn_heads
+    from pipeline.training.emotion_turn import train_turn_heads
 
     meta = evaluate_and_train(options, transcriber=transcriber, turn_training=train_turn_heads)
     loso = meta["loso"]
@@ -101,8 +101,8 @@ def multi_corpus(argv: list[str]) -> int:
 
     import numpy as np
 
-    from pipeline.emotion_corpora import TEST_ONLY_CORPORA, TRAIN_CORPORA, default_clip_rows, extract_features
-    from pipeline.emotion_loco import (
+    from pipeline.training.corpora import TEST_ONLY_CORPORA, TRAIN_CORPORA, default_clip_rows, extract_features
+    from pipeline.training.loco import (
         Heads, fit_heads, loco, score_heads, select_recipe, trained_on, write_card, write_model_dir,
     )
     from pipeline.prosody import ProsodyOptions
@@ -138,7 +138,7 @@ def multi_corpus(argv: list[str]) -> int:
         others = {c: {"figures": score_heads(F, emodb_heads, F.corpora == c,
                                              label_min_confidence=args.label_min_confidence)}
                   for c in [c for c in train_corpora if c != "EmoDB"] + list(TEST_ONLY_CORPORA)}
-        from pipeline.emotion_loco import figure_table
+        from pipeline.training.loco import figure_table
 
         extra += (f"\n## The EmoDB-only variant `{m.model_id}` (models/emotion-emodb, CC0) on the corpora it never saw\n\n"
                   "Select it with `[emotion] model_dir = \"models/emotion-emodb\"`. Its EmoDB figures are "

@@ -5,7 +5,7 @@
     python scripts/train_fusion.py --calls .cache/calls-loco/calls.csv         # -> models/fusion/
 
 For each training corpus C (EmoDB, nEMO, emotiontts-ko): the per-second emotion heads are trained without C
-(recipe chosen by nested LOCO on the others, ``pipeline.emotion_loco``), every call runs through the batch
+(recipe chosen by nested LOCO on the others, ``pipeline.training.loco``), every call runs through the batch
 path with that model (ASR off: the acoustic path), the fusion and timing are fitted on the other corpora's
 calls and scored on C's. The shipped fusion is then fitted on every call, each corpus's calls with the
 cues of the model that never saw that corpus (out-of-fold, as a bank's unseen callers would look to the
@@ -24,9 +24,9 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from pipeline import fusion_training as FT  # noqa: E402
-from pipeline.emotion_corpora import TRAIN_CORPORA, default_clip_rows, extract_features  # noqa: E402
-from pipeline.emotion_loco import fit_heads, select_recipe, trained_on, write_model_dir  # noqa: E402
+from pipeline.training import fusion as FT  # noqa: E402
+from pipeline.training.corpora import TRAIN_CORPORA, default_clip_rows, extract_features  # noqa: E402
+from pipeline.training.loco import fit_heads, select_recipe, trained_on, write_model_dir  # noqa: E402
 
 
 def engine_for(model_dir: Path):
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from pipeline.emotion_training import data_dir_default
+    from pipeline.training.emotion import data_dir_default
 
     data = args.data or data_dir_default()
     rows = FT.read_calls_manifest(args.calls)
@@ -127,7 +127,7 @@ def _card(out: Path, model, timing, report: dict, *, n_calls: int) -> None:
 The per-second acoustic evidence of caller agitation (`pipeline/fusion.py`, `[fusion] model = "learned"`):
 P(agitated) = sigmoid(bias + w . features) over the caller's current reading, then the noisy-OR with text
 and turn cues, the rise/fall smoother and the takeover policy. Fitted by `scripts/train_fusion.py`
-(`pipeline/fusion_training.py`) on {n_calls} evaluation calls built from EmoDB, nEMO and Korean
+(`pipeline/training/fusion.py`) on {n_calls} evaluation calls built from EmoDB, nEMO and Korean
 (`scripts/make_eval_calls.py --all-corpora`: per corpus, each speaker calls once escalating, once calm and
 once lively-calm with happy turns; 16 kHz and 8 kHz mu-law), **with ASR off** (the acoustic path: text
 cues are nil in fitting and in these figures). Each corpus's calls carry the cues of the emotion model

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.text_training import train_language, write_model  # noqa: E402
+from pipeline.training.text import train_language, write_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,3 +89,19 @@ def test_no_module_of_the_package_is_part_of_an_import_cycle():
     mods = _modules()
     graph = {name: _imports(name, path, mods) for name, path in mods.items()}
     assert _cycles(graph) == []
+
+
+# Layers a stage (the flat modules of pipeline/) must never reach: training recipes, evaluation and
+# developer tools build on the stages, never the other way round.
+_UPPER_LAYERS = ("pipeline.training", "pipeline.evaluate", "pipeline.devtools")
+_ENTRY_POINTS = {"pipeline.cli", "pipeline.analyze_cli"}  # command-line plugins may load any layer
+
+
+def test_stage_modules_do_not_import_training_evaluation_or_devtools():
+    mods = _modules()
+    stages = {name: path for name, path in mods.items()
+              if name.count(".") == 1 and path.name != "__init__.py" and name not in _ENTRY_POINTS}
+    wrong = sorted((name, target) for name, path in stages.items()
+                   for target in _imports(name, path, mods)
+                   if target.startswith(_UPPER_LAYERS))
+    assert wrong == []

@@ -19,7 +19,7 @@ import pytest
 from pipeline.batch import CallInput, already_done, run_fingerprint, stamp
 from pipeline.cluster import ClusterOptions
 from pipeline.errors import ConfigError
-from pipeline.store import Store
+from pipeline.outputs.store import Store
 
 from example_result import escalating_result
 
@@ -127,7 +127,7 @@ def test_a_bad_file_fails_alone_on_the_cluster(runs):
 
 @pytest.mark.slow
 def test_cluster_results_and_shifts_land_in_postgresql(runs):
-    from pipeline.store_pg import PgStore
+    from pipeline.outputs.store_pg import PgStore
 
     single, _, pg_url, _, _ = runs
     with PgStore.open(pg_url) as pg, Store.open(single / "results.sqlite") as lite:
@@ -140,7 +140,7 @@ def test_cluster_results_and_shifts_land_in_postgresql(runs):
 @pytest.mark.slow
 def test_a_rerun_on_the_cluster_recomputes_nothing_already_stored(runs, shift):
     _, clustered, pg_url, _, _ = runs
-    from pipeline.store_pg import PgStore
+    from pipeline.outputs.store_pg import PgStore
 
     with PgStore.open(pg_url) as pg:
         before = {c["call_id"]: c["saved_at"] for c in pg.list_calls()}
@@ -226,7 +226,7 @@ def test_an_unreachable_scheduler_is_a_clear_error(tmp_path):
 def test_batch_outputs_go_to_a_postgresql_database_when_given_its_url(tmp_path, postgres_server):
     from pipeline.batch import BatchWriter
     from pipeline.config import load_config
-    from pipeline.store_pg import PgStore
+    from pipeline.outputs.store_pg import PgStore
 
     url = postgres_server.new_database("writer")
     config = load_config().replace("output", database=url)

@@ -20,7 +20,7 @@ import soundfile as sf
 from pipeline.audio import decode_mulaw, encode_mulaw, resample
 from pipeline.config import DEFAULT_CONFIG_PATH, load_config
 from pipeline.emotion import CLASSES, META_FILE, MODEL_FILE, EmotionModel, EmotionOptions, default_model_dir
-from pipeline.emotion_training import (CONDITIONS, TrainOptions, baseline_means, evaluate_and_train,
+from pipeline.training.emotion import (CONDITIONS, TrainOptions, baseline_means, evaluate_and_train,
                                        expected_calibration_error, fit_logistic, scores_summary, uar)
 from pipeline.errors import ConfigError, ModelUnavailableError
 from pipeline.prosody import ProsodyOptions

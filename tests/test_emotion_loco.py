@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.emotion import CLASSES, EmotionModel, EmotionOptions
-from pipeline.emotion_corpora import ClipRow, Features, RATES, read_clip_manifest
-from pipeline.emotion_loco import Recipe, loco, train_from_rows
+from pipeline.training.corpora import ClipRow, Features, RATES, read_clip_manifest
+from pipeline.training.loco import Recipe, loco, train_from_rows
 from pipeline.errors import DatasetError
 
 NAMES = ("voiced_ratio", "f0_median_st", "energy_db", "speaking_rate_syl_s", "hnr_db", "mfcc1_mean")

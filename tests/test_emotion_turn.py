@@ -9,8 +9,8 @@ import soundfile as sf
 
 from pipeline.asr import ENCODER_FPS, pool_turns
 from pipeline.emotion import META_FILE, EmotionModel, EmotionOptions, TurnBaseline, default_model_dir
-from pipeline.emotion_training import CONDITIONS, Corpus
-from pipeline.emotion_turn_training import (
+from pipeline.training.emotion import CONDITIONS, Corpus
+from pipeline.training.emotion_turn import (
     compare_and_train, feature_columns, pack_rows, speaker_standardised, turn_names,
 )
 
@@ -171,7 +171,7 @@ def test_a_turn_scores_alike_at_16_khz_and_as_8_khz_telephone_audio(model, engin
     engine's ASR sees it): the turn heads' probabilities stay close."""
     from pipeline.asr import AsrChunk
     from pipeline.audio import resample
-    from pipeline.emotion_training import telephone_version
+    from pipeline.training.emotion import telephone_version
 
     def scores(name: str, telephone: bool) -> dict:
         y, sr = sf.read(data_dir / "emodb" / name, dtype="float32")

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.fusion import (CUE_RECORDER, FEATURES, AcousticCue, AgitationTracker, FusionOptions, TextCue, TurnCue,
                              load_learned)
-from pipeline import fusion_training as FT
+from pipeline.training import fusion as FT
 
 
 def _rules(**kw) -> FusionOptions:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.report import (
+from pipeline.outputs.report import (
     SUMMARY_COLUMNS,
     _thin_timeline,
     render_batch_html,

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from pipeline.audio import decode_mulaw
 from pipeline.errors import SampleGenerationError
-from pipeline.samples_gen import ESPEAK_VERSION_OF_SAMPLES, SCRIPTS, espeak_version, render_call, write_all
+from pipeline.devtools.samples_gen import ESPEAK_VERSION_OF_SAMPLES, SCRIPTS, espeak_version, render_call, write_all
 
 from support import require_binary
 
@@ -181,7 +181,7 @@ def test_the_script_regenerates_the_committed_sample(tmp_path):
 
 
 def test_missing_espeak_is_reported_with_how_to_install_it(monkeypatch, tmp_path):
-    monkeypatch.setattr("pipeline.samples_gen.shutil.which", lambda name: None)
+    monkeypatch.setattr("pipeline.devtools.samples_gen.shutil.which", lambda name: None)
     with pytest.raises(SampleGenerationError, match="apt-get install -y espeak-ng"):
         write_all(tmp_path, names=["calm_en"])
 

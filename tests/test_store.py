@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import StoreError
-from pipeline.store import SCHEMA_VERSION, Store
-from pipeline.store_base import ResultsStore, open_store
+from pipeline.outputs.store import SCHEMA_VERSION, Store
+from pipeline.outputs.store_base import ResultsStore, open_store
 
 from example_result import calm_zh_result, escalating_result, mono_result
 

@@ -9,11 +9,11 @@ import threading
 
 import pytest
 
-from pipeline import store as sqlite_store
-from pipeline import store_pg
+from pipeline.outputs import store as sqlite_store
+from pipeline.outputs import store_pg
 from pipeline.errors import ConfigError, StoreError
-from pipeline.store_base import is_postgres_url, open_store, resolve_database
-from pipeline.store_pg import PgStore
+from pipeline.outputs.store_base import is_postgres_url, open_store, resolve_database
+from pipeline.outputs.store_pg import PgStore
 
 from example_result import calm_zh_result, escalating_result, mono_result
 
@@ -43,7 +43,7 @@ def _columns_pg(conn, table: str) -> list[str]:
 
 def test_both_backends_have_the_same_migrations_tables_and_columns(tmp_path, pg_url):
     assert store_pg.SCHEMA_VERSION == sqlite_store.SCHEMA_VERSION, \
-        "every SQLite migration step needs its PostgreSQL twin in pipeline/store_pg.py"
+        "every SQLite migration step needs its PostgreSQL twin in pipeline/outputs/store_pg.py"
     with sqlite_store.Store.open(tmp_path / "r.sqlite") as lite, PgStore.open(pg_url) as pg:
         assert pg.connection.execute("SELECT version FROM callpulse_schema").fetchone()[0] == store_pg.SCHEMA_VERSION
         for table in TABLES:

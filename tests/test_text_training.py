@@ -1,4 +1,4 @@
-"""Spec of the trained text scorer's training protocol and its stored form (``pipeline/text_training.py``,
+"""Spec of the trained text scorer's training protocol and its stored form (``pipeline/training/text.py``,
 ``pipeline/text_linear.py``, ``models/text/trained*``)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from pipeline.errors import ModelUnavailableError
 from pipeline.text import TextOptions, TextScorer, models_root
 from pipeline.text_linear import FeatureSpec, feature_ids, load_models, tokens
-from pipeline.text_training import (
+from pipeline.training.text import (
     Candidate,
     Corpus,
     FoldResult,

@@ -15,7 +15,7 @@ was trained, ``emotion_turn_training.encode_clips``); with ``speaker_baseline`` 
 by the speaker's other clips that the baseline-free turn head calls calm (audio only), as
 ``TurnBaseline`` does live.
 
-``protocol = "loco"`` is the selection protocol across corpora (:mod:`pipeline.emotion_loco`): the
+``protocol = "loco"`` is the selection protocol across corpora (:mod:`pipeline.training.loco`): the
 recipe of the shipped model is trained on every corpus but one and scores the one left out, for each
 training corpus (EmoDB, nEMO, emotiontts-ko by default, or the corpora of ``manifest``'s ``corpus``
 column); URDU (test only) is scored by the model trained on all of them. Each fold's recipe is chosen
@@ -97,7 +97,7 @@ def extract_encodings(item: Item, *, transcriber, pack_s: float) -> dict[str, An
     """Pooled encoder output of each clip of one pack (one speaker's clips, one Whisper window), as
     recorded and as telephone audio, both at the 16 kHz the ASR stage sees."""
     from ..audio import resample
-    from ..emotion_turn_training import encode_clips
+    from ..training.emotion_turn import encode_clips
 
     native, tel = [], []
     for path in item.payload["paths"]:
@@ -114,7 +114,7 @@ def _encodings(ok: list, speakers: list[str], *, transcriber, run: RunOptions, c
                pack_s: float) -> dict:
     """rate -> [n, dim] encodings of the scored clips, each alone in a Whisper window or packed per
     speaker (``pack_s``), as the model was trained."""
-    from ..emotion_turn_training import pack_rows
+    from ..training.emotion_turn import pack_rows
 
     packs = pack_rows(speakers, [res["duration_s"] for _, res in ok], pack_s=pack_s)
     items = [Item("|".join(str(ok[i][0].path) for i in pack), {"paths": [str(ok[i][0].path) for i in pack]})
@@ -138,9 +138,9 @@ def score_turns(vectors: dict, encodings: dict, speakers: list[str], truths: lis
     """Scores per clip from the turn heads' inputs (``options.features``), speaker-independent under
     ``loso`` (heads refitted without the held-out speaker, the shipped L2 and baseline rule), or the
     shipped heads as-is."""
-    from ..emotion_turn_training import (TurnData, calm_label_flags, calm_predicted_flags, out_of_fold,
+    from ..training.emotion_turn import (TurnData, calm_label_flags, calm_predicted_flags, out_of_fold,
                                          turn_names)
-    from ..emotion_training import loso_temperature
+    from ..training.emotion import loso_temperature
 
     norm = "speaker" if options.speaker_baseline else "global"
     rate = "8k-mulaw" if options.telephone else "native"
@@ -357,8 +357,8 @@ def evaluate_emotion(*, options: EmotionEvalOptions, config, run: RunOptions, ou
 
 def evaluate_loco(*, options: EmotionEvalOptions, config, out: Path, cache_dir: Path) -> report.EvalResult:
     """Leave-one-corpus-out figures of the per-second heads' recipe (see the module docstring)."""
-    from ..emotion_corpora import TEST_ONLY_CORPORA, default_clip_rows, extract_features, read_clip_manifest
-    from ..emotion_loco import HEADLINE, loco, summary_rows
+    from ..training.corpora import TEST_ONLY_CORPORA, default_clip_rows, extract_features, read_clip_manifest
+    from ..training.loco import HEADLINE, loco, summary_rows
 
     if options.manifest:
         rows = read_clip_manifest(options.manifest, root=options.root or None)

@@ -10,7 +10,7 @@ baseline is the mean of its speaker's other clips, or of those labelled calm (ne
 model was trained that way (``train_baseline = "calm-labels"``; training speakers' labels only); the
 temperature is fitted on inner
 leave-one-speaker-out logits of the training speakers; the logistic fit is
-:func:`pipeline.emotion_training.fit_logistic` (class-balanced, deterministic).
+:func:`pipeline.training.emotion.fit_logistic` (class-balanced, deterministic).
 
 This is the shipped *recipe's shape*, not every detail of ``scripts/train_emotion.py`` (which may add
 augmented conditions or choose baselines differently), so its figures can differ a little from the
@@ -31,7 +31,7 @@ import safetensors.numpy
 
 from ..emotion import (CLASSES, HIGH_AROUSAL, META_FILE, MODEL_FILE, EmotionModel, Head, default_model_dir,
                        resolve_model_dir)
-from ..emotion_training import baseline_means, fit_logistic, fit_temperature, pooled_within_std
+from ..training.emotion import baseline_means, fit_logistic, fit_temperature, pooled_within_std
 from ..errors import EvaluationError
 
 log = logging.getLogger("pipeline.evaluate.emotion_folds")

@@ -219,7 +219,7 @@ def evaluate_cross_domain(*, options: TextEvalOptions, config, run: RunOptions, 
 
     from ..text import TextScorer
     from ..text_linear import load_models
-    from ..text_training import fold_models
+    from ..training.text import fold_models
 
     folder = Path(config.text.lexicon_dir) if config.text.lexicon_dir else models_root() / "text"
     _models, card = load_models(folder)

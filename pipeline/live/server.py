@@ -133,10 +133,10 @@ class LiveService:
     def from_config(cls, config: Any, *, insecure: bool = False) -> "LiveService":
         """The real service: the engine loaded once for this process, the store opened."""
         from ..engine import Engine
-        from ..store import Store
+        from ..outputs.store import Store
 
         options: LiveOptions = config.live
-        from ..store_base import is_postgres_url
+        from ..outputs.store_base import is_postgres_url
 
         if is_postgres_url(options.database):
             raise ConfigError("the live service keeps its alert log and webhook outbox in SQLite: several live "

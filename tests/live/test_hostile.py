@@ -25,7 +25,7 @@ from pipeline.live.security import (
 )
 from pipeline.live.taps import audiosocket as asock
 from pipeline.live.taps import twilio
-from pipeline.store import Store
+from pipeline.outputs.store import Store
 
 from live_fakes import TOKEN, FakeEngine, live_options, loud_call, run_live
 from live_harness import WebhookReceiver, free_port, until

@@ -14,7 +14,7 @@ import soundfile as sf
 
 from pipeline.audio import encode_mulaw
 from pipeline.live.server import LiveService
-from pipeline.store import Store
+from pipeline.outputs.store import Store
 
 from live_fakes import TOKEN, live_options
 from live_harness import ServiceThread, WebhookReceiver, collect_feed, free_port, until

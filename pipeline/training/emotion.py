@@ -44,14 +44,14 @@ import scipy.optimize
 import scipy.signal
 import soundfile as sf
 
-from .audio import decode_mulaw, encode_mulaw, resample
-from .emotion import CLASSES, HIGH_AROUSAL, MODEL_FILE, META_FILE, Head
-from .errors import ModelUnavailableError
-from .prosody import ProsodyExtractor, ProsodyOptions
+from ..audio import decode_mulaw, encode_mulaw, resample
+from ..emotion import CLASSES, HIGH_AROUSAL, MODEL_FILE, META_FILE, Head
+from ..errors import ModelUnavailableError
+from ..prosody import ProsodyExtractor, ProsodyOptions
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # Each clip is scored in three conditions. The model trains on the first two; the third is a transfer
 # check: the telephone version through a different "handset" (a per-speaker gain and spectral tilt the
 # model never saw), standing in for the unseen channels of real calls.
@@ -146,7 +146,7 @@ def other_handset(y: np.ndarray, *, sr: int, speaker: str) -> np.ndarray:
 def _cache_key(rows: Sequence[Mapping[str, str]], prosody: ProsodyOptions) -> str:
     # Key on what the vectors depend on: the extractor's code and options, the codec, the clip list.
     h = hashlib.sha256(f"cache-format-{_CACHE_FORMAT}".encode())
-    h.update(Path(__file__).with_name("prosody.py").read_bytes())
+    h.update(Path(__file__).resolve().parents[1].joinpath("prosody.py").read_bytes())
     for fn in (encode_mulaw, decode_mulaw, resample, telephone_version, other_handset):
         h.update(inspect.getsource(fn).encode())
     h.update(repr(dataclasses.asdict(prosody)).encode())
@@ -586,7 +586,7 @@ def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None 
     stand-in for the unseen speakers and languages of real calls).
 
     With a ``transcriber`` (the ASR's Whisper model), the per-turn heads over prosody + pooled encoder
-    output are compared and trained too (``pipeline.emotion_turn_training``).
+    output are compared and trained too (``pipeline.training.emotion_turn``).
     """
     prosody = prosody or ProsodyOptions()
     t_start = time.perf_counter()
@@ -679,7 +679,7 @@ def evaluate_and_train(options: TrainOptions, *, prosody: ProsodyOptions | None 
     turn = None
     encode_s_per_s = None
     if transcriber is not None:
-        # injected (pipeline.emotion_turn_training.train_turn_heads), so the two modules import one way only
+        # injected (pipeline.training.emotion_turn.train_turn_heads), so the two modules import one way only
         if turn_training is None:
             raise ValueError("a transcriber needs turn_training=emotion_turn_training.train_turn_heads")
         turn_heads, turn, encode_s_per_s = turn_training(options, corpus, transcriber, clip=clip, progress=progress)

@@ -31,8 +31,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import scipy.optimize
 
-from .alerts import AlertPolicy, PolicyOptions
-from .fusion import CUE_RECORDER, FEATURES, FUSION_FILE, MODEL_FEATURES, CueBaseline, LearnedFusion
+from ..alerts import AlertPolicy, PolicyOptions
+from ..fusion import CUE_RECORDER, FEATURES, FUSION_FILE, MODEL_FEATURES, CueBaseline, LearnedFusion
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Timing:
 
 def record_call(path: str | Path, *, engine, config, agent_channel: int, call_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Run one call through ``batch.analyze_file`` and return (t_s [n], features [n, k], other [n], duration)."""
-    from .batch import analyze_file
+    from ..batch import analyze_file
 
     recorder: list = []
     token = CUE_RECORDER.set(recorder)
@@ -106,7 +106,7 @@ def record_call(path: str | Path, *, engine, config, agent_channel: int, call_id
 
 def read_calls_manifest(manifest: Path) -> list[dict]:
     """Rows of an alerts manifest (path, agent_channel, agitation_onset_s; optional kind, variant, corpus)."""
-    from .evaluate.manifests import parse_optional_float, read_manifest
+    from ..evaluate.manifests import parse_optional_float, read_manifest
 
     rows = read_manifest(manifest, required=("path", "agent_channel", "agitation_onset_s"))
     out = []
@@ -115,7 +115,7 @@ def read_calls_manifest(manifest: Path) -> list[dict]:
         try:
             channel = int(r.get("agent_channel") or 0)
         except ValueError as exc:
-            from .errors import DatasetError
+            from ..errors import DatasetError
             raise DatasetError(f"{manifest}:{r.line}: agent_channel {r.get('agent_channel')!r} is not 0 or 1") from exc
         out.append({"path": str(r.path), "agent_channel": channel, "onset_s": onset,
                     "kind": r.get("kind") or ("escalating" if onset is not None else "calm"),
@@ -126,7 +126,7 @@ def read_calls_manifest(manifest: Path) -> list[dict]:
 
 def check_calls(rows: Sequence[Mapping], *, where: str) -> None:
     """Refuse, before any fitting, a call set fusion cannot be fitted on."""
-    from .errors import DatasetError
+    from ..errors import DatasetError
 
     n_esc = sum(1 for r in rows if r["onset_s"] is not None)
     n_calm = len(rows) - n_esc

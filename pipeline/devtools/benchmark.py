@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .audio import load_audio, resample
-from .batch import analyze_file
-from .config import Config
+from ..audio import load_audio, resample
+from ..batch import analyze_file
+from ..config import Config
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def whisper_alone(paths: Sequence[Path], config: Config) -> float:
     """faster-whisper's own transcribe() with its VAD filter on each channel, as a user would run it."""
     from faster_whisper import WhisperModel
 
-    from .asr import resolve_model_path
+    from ..asr import resolve_model_path
 
     o = config.asr
     model = WhisperModel(resolve_model_path(o), device="cpu", compute_type=o.compute_type,
@@ -71,7 +71,7 @@ def whisper_alone(paths: Sequence[Path], config: Config) -> float:
 
 
 def run(paths: Sequence[Path], config: Config) -> BenchResult:
-    from .engine import Engine
+    from ..engine import Engine
 
     t0 = time.perf_counter()
     engine = Engine.load(config)

@@ -7,7 +7,7 @@
 * ``train fusion --manifest calls.csv --out DIR``: the alerts manifest (``path, agent_channel,
   agitation_onset_s``; an empty onset = a calm call). Each call runs through the configured engine with
   ASR off (the acoustic path), then the fusion weights and the takeover timing are fitted (see
-  ``pipeline.fusion_training``). Writes ``DIR/fusion.json`` and prints the ``[fusion]`` /
+  ``pipeline.training.fusion``). Writes ``DIR/fusion.json`` and prints the ``[fusion]`` /
   ``[alerts.caller_agitation]`` lines to put in the config.
 
 Bad manifests (missing files or columns, unknown labels, one class, one speaker, no calm or no
@@ -19,7 +19,7 @@ import argparse
 import logging
 from pathlib import Path
 
-log = logging.getLogger("pipeline.train_cli")
+log = logging.getLogger("pipeline.training.cli")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,9 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_emotion(args) -> int:
-    from .config import load_config
-    from .emotion_corpora import read_clip_manifest
-    from .emotion_loco import train_from_rows
+    from ..config import load_config
+    from .corpora import read_clip_manifest
+    from .loco import train_from_rows
 
     config = load_config(args.config)
     rows = read_clip_manifest(args.manifest, root=args.root)
@@ -54,9 +54,9 @@ def _train_emotion(args) -> int:
 
 
 def _train_fusion(args) -> int:
-    from .config import load_config
-    from .engine import Engine
-    from .fusion_training import check_calls, fit, read_calls_manifest, record_calls, write_fusion_dir, drop_per_call
+    from ..config import load_config
+    from ..engine import Engine
+    from .fusion import check_calls, fit, read_calls_manifest, record_calls, write_fusion_dir, drop_per_call
 
     rows = read_calls_manifest(args.manifest)
     check_calls(rows, where=str(args.manifest))

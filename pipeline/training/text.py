@@ -33,10 +33,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import DatasetError
-from .text_linear import FEATURE_VERSION, FeatureSpec, feature_matrix
+from ..errors import DatasetError
+from ..text_linear import FEATURE_VERSION, FeatureSpec, feature_matrix
 
-log = logging.getLogger("pipeline.text_training")
+log = logging.getLogger("pipeline.training.text")
 
 HOTEL_DOMAIN = "hotel"  # ChnSentiCorp hotels and the shopping set's 酒店 are one domain
 N_EN_FOLDS = 5
@@ -155,7 +155,7 @@ def _cache_key(*parts: str) -> str:
 def lexicon_feature(texts: Sequence[str], language: str, cache_dir: Path) -> np.ndarray:
     """The lexicon backend's normalised score of each text (Mandarin lexicon without snownlp, or VADER +
     the call-centre rules), the one extra dense feature a candidate may use."""
-    from .text import TextOptions, TextScorer, lexicon_score
+    from ..text import TextOptions, TextScorer, lexicon_score
 
     lex_digest = _models_text_digest()
     path = cache_dir / f"lex-{language}-{_cache_key(language, lex_digest, *texts)}.npy"
@@ -169,7 +169,7 @@ def lexicon_feature(texts: Sequence[str], language: str, cache_dir: Path) -> np.
 
 
 def _models_text_digest() -> str:
-    from .text import models_root
+    from ..text import models_root
 
     h = hashlib.sha1()
     folder = models_root() / "text"
@@ -257,7 +257,7 @@ def uar(y_neg: np.ndarray, pred_neg: np.ndarray) -> float:
 
 
 def ece_binary(p_neg: np.ndarray, y_neg: np.ndarray) -> float:
-    from .evaluate.metrics import calibration
+    from ..evaluate.metrics import calibration
 
     conf = np.maximum(p_neg, 1.0 - p_neg)
     correct = (p_neg >= 0.5) == y_neg
@@ -441,7 +441,7 @@ def fold_models(language: str, entry: dict, data_text: Path, cache_dir: Path, al
     so the probabilities scored on a unit are as out-of-domain as its labels. Fold weights are cached
     under ``cache_dir`` (keyed by recipe and data; ``also_look_in`` first, e.g. the folds
     ``scripts/train_text.py`` left in ``.cache/text``), so a second run only scores."""
-    from .text_linear import LinearTextModel
+    from ..text_linear import LinearTextModel
 
     cand = shipped_candidate(entry)
     corpus, units = corpus_and_units(language, data_text)

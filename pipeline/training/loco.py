@@ -1,7 +1,7 @@
 """Cross-corpus training and leave-one-corpus-out (LOCO) selection of the per-second emotion heads.
 
 The per-second heads (``global``: no baseline; ``relative``: minus the speaker's calm baseline) are
-trained on clips of several corpora (:mod:`pipeline.emotion_corpora`) and **chosen** by how they do on a
+trained on clips of several corpora (:mod:`pipeline.training.corpora`) and **chosen** by how they do on a
 corpus they never saw:
 
 * For each training corpus C in turn, the heads are trained on the other corpora and score C. The
@@ -29,9 +29,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .emotion import CLASSES, HIGH_AROUSAL, Head
-from .emotion_corpora import RATES, Features
-from .emotion_training import (
+from ..emotion import CLASSES, HIGH_AROUSAL, Head
+from .corpora import RATES, Features
+from .emotion import (
     PROSODY_MFCC_SET, PROSODY_SET, baseline_means, feature_names, fit_logistic,
     fit_temperature, pooled_within_std, scores_summary, softmax, uar,
 )
@@ -438,8 +438,8 @@ def write_model_dir(out_dir, heads: Heads, *, prosody, names: Sequence[str], rec
 
     import safetensors.numpy
 
-    from .emotion import META_FILE, MODEL_FILE
-    from .emotion_training import _round
+    from ..emotion import META_FILE, MODEL_FILE
+    from .emotion import _round
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -483,7 +483,7 @@ def _slug(text: str) -> str:
 def trained_on(F: Features, train: np.ndarray) -> dict:
     from collections import Counter
 
-    from .emotion_corpora import LICENCES
+    from .corpora import LICENCES
 
     corp = F.corpora[train]
     names = sorted(set(corp.tolist()))
@@ -531,8 +531,8 @@ def train_from_rows(rows, out_dir, *, cache_dir=None, prosody=None, label_min_co
     """
     from pathlib import Path
 
-    from .emotion_corpora import check_trainable, extract_features
-    from .prosody import ProsodyOptions
+    from .corpora import check_trainable, extract_features
+    from ..prosody import ProsodyOptions
 
     prosody = prosody or ProsodyOptions()
     check_trainable(rows, where=f"{len(rows)} clips")
@@ -578,13 +578,13 @@ def write_card(out_dir, meta: Mapping, *, protocol: str, folds: Mapping, extra: 
                if nc else "Licences of the training data: " + ", ".join(f"{c}: {lic}" for c, lic in t["licences"].items())
                + " (a bank's own recordings: as the bank's data terms say).")
     recipe = Recipe(**meta["recipe"])
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     shown = Path(out_dir).resolve()
     shown = shown.relative_to(repo) if shown.is_relative_to(repo) else shown
     text = f"""# Emotion model `{meta['id']}`
 
 Per-second acoustic emotion heads (`global`, `relative`) over the 55 prosody functionals of
-`pipeline/prosody.py`, trained by `callpulse train emotion` / `pipeline.emotion_loco` (no turn heads).
+`pipeline/prosody.py`, trained by `callpulse train emotion` / `pipeline.training.loco` (no turn heads).
 Load it with `[emotion] model_dir = "{shown}"`.
 
 {licence}

@@ -1,7 +1,7 @@
 """Labelled emotion clips from several corpora, and their cached prosody feature vectors.
 
 The emotion model is trained and *chosen* across corpora (leave-one-corpus-out,
-:mod:`pipeline.emotion_loco`), so clips carry their corpus, language and licence. Sources:
+:mod:`pipeline.training.loco`), so clips carry their corpus, language and licence. Sources:
 
 * ``$CALLPULSE_DATA/emodb`` (German, 10 speakers, CC0);
 * ``$CALLPULSE_DATA/emotion-multi`` (nEMO Polish and emotiontts-ko Korean, both CC BY-NC-SA 4.0; URDU,
@@ -29,10 +29,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import soundfile as sf
 
-from .audio import resample
-from .emotion import CLASSES
-from .errors import DatasetError
-from .prosody import ProsodyExtractor, ProsodyOptions
+from ..audio import resample
+from ..emotion import CLASSES
+from ..errors import DatasetError
+from ..prosody import ProsodyExtractor, ProsodyOptions
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class Features:
 
 def telephone_clip(y: np.ndarray, *, sr: int) -> np.ndarray:
     """The G.711 line version of a clip (8 kHz mu-law coded and decoded), as evaluation calls make it."""
-    from .evaluate.telephone import telephone_version
+    from ..evaluate.telephone import telephone_version
 
     return telephone_version(y, sr=sr)
 
@@ -214,7 +214,7 @@ def _spans(n: int, *, sr: int, window_s: float, hop_s: float) -> list[tuple[int,
 
 def _key(rows: Sequence[ClipRow], prosody: ProsodyOptions) -> str:
     h = hashlib.sha256(f"corpora-{_CACHE_FORMAT}".encode())
-    h.update(Path(__file__).with_name("prosody.py").read_bytes())
+    h.update(Path(__file__).resolve().parents[1].joinpath("prosody.py").read_bytes())
     h.update(inspect.getsource(telephone_clip).encode())
     h.update(repr(dataclasses.asdict(prosody)).encode())
     for r in rows:

@@ -2,7 +2,7 @@
 
 For sites where several processes or machines write one database: batch clients of a Dask cluster,
 several ``analyze`` runs, dashboards reading while workers write. Open with
-``PgStore.open("postgresql://user@host:5432/callpulse")`` or through ``pipeline.store_base.open_store``.
+``PgStore.open("postgresql://user@host:5432/callpulse")`` or through ``pipeline.outputs.store_base.open_store``.
 
 One connection per store, shared between threads behind a lock (as the SQLite store does); writes run
 in explicit transactions, reads in autocommit. The schema is versioned in ``callpulse_schema``; opening
@@ -22,12 +22,12 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
-from .errors import StoreError
+from ..errors import StoreError
 from .store import _alert_id, _dumps, _text_or_none, _utc_now, finite_number
 
 log = logging.getLogger(__name__)
 
-# Each entry upgrades the schema from version i to i + 1, mirroring pipeline.store._MIGRATIONS step for
+# Each entry upgrades the schema from version i to i + 1, mirroring pipeline.outputs.store._MIGRATIONS step for
 # step (tests compare the two layouts). Append; never edit a released step.
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -83,7 +83,7 @@ _MIGRATIONS: tuple[str, ...] = (
         updated_at      TEXT NOT NULL
     );
     """,
-    # 2: live checkpoints (partial results of calls in progress; see pipeline.store step 2).
+    # 2: live checkpoints (partial results of calls in progress; see pipeline.outputs.store step 2).
     """
     CREATE TABLE live_checkpoints (
         call_id         TEXT PRIMARY KEY,
@@ -330,7 +330,7 @@ class PgStore:
             )
 
     # ---------------------------------------------------------------------------------------------
-    # Live checkpoints (schema step 2), as in pipeline.store
+    # Live checkpoints (schema step 2), as in pipeline.outputs.store
 
     def save_checkpoint(self, call_id: str, result: Mapping, *, shift: Mapping | None = None) -> None:
         """Insert or replace the checkpoint of live call ``call_id`` (per-call JSON so far + shift)."""

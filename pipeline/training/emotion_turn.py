@@ -29,10 +29,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import soundfile as sf
 
-from .asr import PACK_GAP_S, AsrChunk, pool_turns
-from .audio import resample
-from .emotion import CLASSES, HIGH_AROUSAL, Head, shrunk_mean_std
-from .emotion_training import (
+from ..asr import PACK_GAP_S, AsrChunk, pool_turns
+from ..audio import resample
+from ..emotion import CLASSES, HIGH_AROUSAL, Head, shrunk_mean_std
+from .emotion import (
     CONDITIONS, GAIN_DEPENDENT, TRAIN_CONDITIONS, Corpus, _nan_mean_std, _round, _standardise,
     fit_logistic, fit_temperature, loso_temperature, other_handset, read_manifest, scores_summary,
     telephone_version,

@@ -1,7 +1,7 @@
 """The results-store interface, and opening a store from a database option.
 
-Two backends keep the same tables and rows: SQLite (``pipeline.store``, the embedded default, one file)
-and PostgreSQL (``pipeline.store_pg``, psycopg 3, for several processes or machines writing one
+Two backends keep the same tables and rows: SQLite (``pipeline.outputs.store``, the embedded default, one file)
+and PostgreSQL (``pipeline.outputs.store_pg``, psycopg 3, for several processes or machines writing one
 database). Callers never import a backend: they open a store with :func:`open_store` and use the
 methods of :class:`ResultsStore`.
 

@@ -1,0 +1,1 @@
+"""Developer tools: sample generation and the batch benchmark harness (not used by the engine).."""

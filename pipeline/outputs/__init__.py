@@ -1,0 +1,1 @@
+"""What a call becomes: the stores (SQLite, PostgreSQL) and the HTML report.."""

@@ -1,0 +1,1 @@
+"""Training recipes: corpora, features, heads, LOCO selection (imports stages, never imported by them).."""
