@@ -67,6 +67,12 @@ class AlertPolicy:
     def active(self) -> AlertEvent | None:
         return self._active
 
+    def resume(self, event: AlertEvent) -> None:
+        """Go on with an episode raised before this policy existed (an agent's recovery break still
+        outstanding from an earlier call): it is cleared, never raised again, by the levels that follow."""
+        self._active = event
+        self._pending_since = event.onset_s
+
     def update(self, t_s: float, level: float, reasons: tuple[str, ...] = ()) -> list[AlertEvent]:
         o = self.options
         events: list[AlertEvent] = []

@@ -11,7 +11,6 @@ is a SQLite file inside ``--out`` or a ``postgresql://`` URL.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import logging
@@ -25,6 +24,7 @@ from typing import Sequence
 from .audio import SUPPORTED_SUFFIXES, iter_blocks, probe
 from .config import Config, load_config
 from .errors import ConfigError, PipelineError
+from .manifest import read_manifest as read_csv_manifest
 
 log = logging.getLogger("pipeline.batch")
 
@@ -54,8 +54,9 @@ class CallInput:
 
 def analyze_file(path: str | Path, *, engine, config: Config | None = None, agent_channel: int | None = None,
                  agent_id: str | None = None, language: str | None = None, call_id: str | None = None,
-                 started_at: str | None = None, block_s: float = BLOCK_S) -> dict:
-    """Analyse one recording through the live code path; returns the per-call JSON.
+                 started_at: str | None = None, block_s: float = BLOCK_S, live_timing: bool = False) -> dict:
+    """Analyse one recording through the live code path; returns the per-call JSON. ``live_timing``:
+    pack ASR windows as live does even when ``[asr] batch_packing = "full"`` (what `evaluate alerts` uses).
 
     Raises AudioFormatError for files that cannot be used (the caller decides whether that ends a batch).
     """
@@ -70,7 +71,7 @@ def analyze_file(path: str | Path, *, engine, config: Config | None = None, agen
                     n_channels=info.n_channels, agent_channel=agent_channel if info.n_channels == 2 else None,
                     agent_id=agent_id, source=str(path), started_at=started_at,
                     language=None if language in (None, "auto") else language)
-    session = engine.open_call(call)
+    session = engine.open_call(call, full_windows=False) if live_timing else engine.open_call(call)
     t0 = time.perf_counter()
     for block in iter_blocks(path, block_s=block_s, options=config.audio):
         session.feed(block)
@@ -142,24 +143,17 @@ def read_manifest(path: str | Path) -> list[CallInput]:
     Rows are ordered by (agent_id, started_at) so each agent's shift is replayed in time order.
     """
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"manifest {path} does not exist") from exc
-    if not rows or "path" not in rows[0]:
-        raise ConfigError(f"manifest {path} needs a header with at least a 'path' column "
-                          f"(path, agent_id, started_at)")
+    # The one manifest reader checks the file and header; a missing audio file fails on its own later.
+    rows = read_csv_manifest(path, required=("path",), check_files=False, path_columns=("path",), error=ConfigError,
+                             hint="pass --manifest with a CSV of columns path, agent_id, started_at")
     inputs = []
-    for n, row in enumerate(rows, start=2):
-        audio = Path(row["path"])
-        if not audio.is_absolute():
-            audio = path.parent / audio
+    for row in rows:
+        audio = row.path
         channel = row.get("agent_channel") or None
         try:
             channel = int(channel) if channel is not None else None
         except ValueError as exc:
-            raise ConfigError(f"manifest {path} line {n}: agent_channel {channel!r} is not 0 or 1") from exc
+            raise ConfigError(f"manifest {path} line {row.line}: agent_channel {channel!r} is not 0 or 1") from exc
         inputs.append(CallInput(audio, row.get("call_id") or _call_id(audio), row.get("agent_id") or None,
                                 row.get("started_at") or None, channel))
     inputs.sort(key=lambda c: (c.agent_id or "", c.started_at or ""))
@@ -182,6 +176,7 @@ class BatchWriter:
     progress bar; summary.csv and index.html at the end. Shared by the single-process and cluster paths."""
 
     def __init__(self, out_dir: Path, config: Config, *, total: int, progress: bool | None) -> None:
+        from .outputs.sink import ResultSink
         from .outputs.store_base import open_store, resolve_database
 
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +184,8 @@ class BatchWriter:
         self.opts: OutputOptions = config.output
         target = resolve_database(self.opts.database, folder=out_dir)
         self.store = open_store(target) if target else None
+        self.sink = ResultSink(store=self.store, folder=out_dir, write_json=self.opts.write_json,
+                               write_html=self.opts.write_report)
         self.results: list[dict] = []
         self.failures: list[tuple[str, str]] = []
         self._bar = _progress(total, progress)
@@ -202,25 +199,15 @@ class BatchWriter:
         self.close()
 
     def succeeded(self, result: dict) -> None:
-        from .outputs.report import write_call_report
-
         self.results.append(result)
         self._audio_s += result["duration_s"]
-        if self.opts.write_json:
-            (self.out_dir / f"{result['call_id']}.json").write_text(
-                json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-        if self.opts.write_report:
-            write_call_report(result, self.out_dir / f"{result['call_id']}.html")
-        if self.store is not None:
-            self.store.save_call(result)
+        self.sink.save(result)  # the same sink as live: store, atomic JSON, HTML
         self._tick()
 
     def skipped(self, result: dict) -> None:
         """A call already stored with the same fingerprint: in the summary and report, not recomputed."""
         self.results.append(result)
-        path = self.out_dir / f"{result['call_id']}.json"
-        if self.opts.write_json and not path.exists():
-            path.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+        self.sink.write_files(result, only_missing=True)
         self._tick()
 
     def failed(self, path: str, reason: str) -> None:

@@ -133,8 +133,6 @@ def run_call(item: Any, previous: Any, *, agent_channel: int | None, language: s
     """One call on a worker. ``previous`` is the shift state this agent brings in: a dict, None, or the
     outcome of the agent's previous call (Dask passes its result). Returns an outcome dict, never raises
     for a bad file: {"call_id", "path", "result" | "error", "shift", "fingerprint"}."""
-    import copy
-
     from .batch import analyze_file
     from .strain import ShiftBook
 
@@ -145,9 +143,9 @@ def run_call(item: Any, previous: Any, *, agent_channel: int | None, language: s
         captured[item.agent_id] = shift_in
     # A per-task view of the worker's engine: same models, but a shift book that starts from the state
     # passed in and records what the call leaves (workers keep no shift state of their own).
-    engine = copy.copy(plugin.engine)
-    engine.shifts = ShiftBook(plugin.engine.config.strain, load=lambda agent: shift_in if agent == item.agent_id else None,
-                              save=captured.__setitem__)
+    engine = plugin.engine.with_shifts(ShiftBook(
+        plugin.engine.config.strain, load=lambda agent: shift_in if agent == item.agent_id else None,
+        save=captured.__setitem__))
     outcome: dict[str, Any] = {"call_id": item.call_id, "path": str(item.path), "fingerprint": plugin.fingerprint}
     try:
         outcome["result"] = analyze_file(

@@ -18,6 +18,19 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
+if typing.TYPE_CHECKING:  # the stages' options classes, for the typed attributes (loaded lazily below)
+    from .alerts import AlertOptions
+    from .asr import AsrOptions
+    from .audio import AudioOptions
+    from .emotion import EmotionOptions
+    from .fusion import FusionOptions
+    from .live.options import LiveOptions
+    from .masking import MaskingOptions
+    from .prosody import ProsodyOptions
+    from .strain import StrainOptions
+    from .text import TextOptions
+    from .vad import VadOptions
+
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("callpulse.toml")
 
 # section name -> "module:OptionsClass"; each stage owns its options dataclass.
@@ -163,24 +176,39 @@ def read_toml(path: Path) -> dict:
 
 @dataclass(frozen=True)
 class Config:
-    """Every stage's options, plus the merged raw tables (recorded in results for reproducibility)."""
+    """Every stage's options as a typed attribute (``config.asr.beam_size``), plus the merged raw tables
+    (recorded in results for reproducibility). Built by :func:`load_config`; frozen."""
 
-    sections: Mapping[str, Any]
-    raw: Mapping[str, Any]
+    audio: AudioOptions
+    vad: VadOptions
+    asr: AsrOptions
+    prosody: ProsodyOptions
+    emotion: EmotionOptions
+    text: TextOptions
+    fusion: FusionOptions
+    alerts: AlertOptions
+    strain: StrainOptions
+    masking: MaskingOptions
+    output: Any   # pipeline.batch.OutputOptions (batch imports this module: not imported back)
+    live: LiveOptions
+    raw: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-    def __getattr__(self, name: str) -> Any:
-        sections = object.__getattribute__(self, "sections")
-        if name in sections:
-            return sections[name]
-        raise AttributeError(name)
+    def __post_init__(self) -> None:
+        missing = [name for name in SECTIONS if getattr(self, name) is None]
+        if missing:
+            raise ConfigError(f"config is missing section(s) {missing}")
+
+    @property
+    def sections(self) -> Mapping[str, Any]:
+        return {name: getattr(self, name) for name in SECTIONS}
 
     def replace(self, section: str, **changes: Any) -> "Config":
         """A copy with some options of one section changed (used by CLI flags)."""
-        sections = dict(self.sections)
-        sections[section] = dataclasses.replace(sections[section], **changes)
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section {section!r}; valid: {sorted(SECTIONS)}")
         raw = dict(self.raw)
         raw[section] = {**raw.get(section, {}), **changes}
-        return Config(sections=sections, raw=raw)
+        return dataclasses.replace(self, raw=raw, **{section: dataclasses.replace(getattr(self, section), **changes)})
 
 
 def load_config(path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -196,4 +224,4 @@ def load_config(path: str | Path | None = None, *, overrides: Mapping[str, Any] 
     sections = {}
     for name, spec in SECTIONS.items():
         sections[name] = build_options(_load_class(spec), raw.get(name, {}), where=name)
-    return Config(sections=sections, raw=raw)
+    return Config(**sections, raw=raw)

@@ -99,3 +99,7 @@ class CallEnded:
 
     call_id: str
     result: Mapping = field(repr=False)
+
+
+# What ``CallSession.feed`` / ``finish`` / ``apply_asr`` return: a list of these, in call-time order.
+SessionEvent = TranscriptEvent | LevelUpdate | AlertEvent | StageError | CallEnded

@@ -10,7 +10,8 @@ the baseline is ready, over-talk), fitted on evaluation calls of several corpora
 where they should be (anger and raised prosody never lower it, happiness never raises it): see
 ``pipeline.training.fusion`` and ``models/fusion/README.md``. ``model = "rules"`` is the hand-set
 noisy-OR of ``weight_arousal``, ``weight_anger``, ``weight_prosody`` and ``happy_discount``. Text and
-turn-head cues join by noisy-OR in both.
+turn-head cues join by noisy-OR in both. How the fused evidence becomes the level the takeover policy
+reads is ``[fusion] detector`` (``pipeline.detector``: the smoothed level, or a CUSUM on the evidence).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .detector import DETECTORS, Detector, make_detector
 from .errors import ModelUnavailableError
 from .resources import models_root
 
@@ -69,6 +71,12 @@ class FusionOptions:
     weight_turn_anger: float = 0.0
     # Only the confidence above this counts: an uncertain turn (p 0.3) is not evidence of anger.
     turn_anger_floor: float = 0.5
+    # How the per-second evidence becomes the level the takeover policy reads (pipeline/detector.py):
+    # "level" = smoothed by rise_tau_s / fall_tau_s; "cusum" = S = min(h, max(0, S + evidence - drift)),
+    # level S / h (then [alerts.caller_agitation] raise_level = 1, min_sustain_s = 0).
+    detector: str = "level"
+    cusum_drift: float = 0.5
+    cusum_threshold: float = 1.0
 
     def __post_init__(self) -> None:
         if self.model not in MODES:
@@ -81,6 +89,12 @@ class FusionOptions:
             raise ValueError("fusion.turn_anger_floor must be within 0..1 (1 excluded)")
         if self.rise_tau_s <= 0 or self.fall_tau_s <= 0:
             raise ValueError("fusion time constants must be positive")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"fusion.detector must be one of {DETECTORS}, got {self.detector!r}")
+        if not 0.0 < self.cusum_drift < 1.0:
+            raise ValueError("fusion.cusum_drift must be within 0..1 (both excluded)")
+        if self.cusum_threshold <= 0:
+            raise ValueError("fusion.cusum_threshold must be positive")
 
 
 @dataclass(frozen=True)
@@ -197,10 +211,14 @@ class AgitationTracker:
     _turns: list[TurnCue] = field(default_factory=list)
     _learned: LearnedFusion | None = None
     _cue_baseline: CueBaseline = field(default_factory=CueBaseline)
+    _detector: Detector | None = None
 
     def __post_init__(self) -> None:
-        if self.options.model == "learned":
-            self._learned = load_learned(self.options.model_dir)
+        o = self.options
+        if o.model == "learned":
+            self._learned = load_learned(o.model_dir)
+        self._detector = make_detector(o.detector, rise_tau_s=o.rise_tau_s, fall_tau_s=o.fall_tau_s,
+                                       cusum_drift=o.cusum_drift, cusum_threshold=o.cusum_threshold, level=self.level)
 
     def add_acoustic(self, cue: AcousticCue) -> None:
         self._acoustic = cue
@@ -270,7 +288,6 @@ class AgitationTracker:
             for value, _ in terms[n_acoustic:]:
                 other *= 1.0 - min(1.0, max(0.0, value))
             recorder.append((t_s, acoustic_features(fresh, overtalk=overtalk), 1.0 - other))
-        tau = o.rise_tau_s if raw > self.level else o.fall_tau_s
-        self.level += (raw - self.level) * (1.0 - math.exp(-1.0 / tau))
+        self.level = self._detector.update(raw)
         reasons = tuple(name for value, name in sorted(terms, key=lambda vn: -vn[0]) if value >= 0.05)[:4]
         return self.level, reasons

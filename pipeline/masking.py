@@ -18,6 +18,11 @@ one digit string per run and classified:
   number: in a bank, over-masking a long number is the safe error.
 
 ``mask_text`` never raises on any string. ``MaskingFilter`` applies it to log records.
+
+Layout: this module holds the options, the classification and the masking of one text; reading digit
+runs (written and spoken) is in :mod:`pipeline.masking_digits`, the check digits in
+:mod:`pipeline.masking_checks`, and masking a call's transcript across ASR segments (numbers split over
+a pause) in :mod:`pipeline.masking_stream` (``StreamMasker``).
 """
 from __future__ import annotations
 
@@ -25,7 +30,10 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Sequence
+
+from .masking_checks import id18_check_char, luhn_valid, national_id_valid  # noqa: F401 (public here too)
+from .masking_digits import DigitGroup, digit_groups, is_number_gap  # noqa: F401
 
 log = logging.getLogger("pipeline.masking")
 
@@ -68,120 +76,6 @@ class MaskingOptions:
             )
 
 
-# ---------------------------------------------------------------------------------------------------
-# Check digits
-
-
-def luhn_valid(digits: str) -> bool:
-    """True when ``digits`` (only 0-9) passes the Luhn check used by payment cards."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_ID_CHECK = "10X98765432"
-
-
-def id18_check_char(first17: str) -> str:
-    """ISO 7064 MOD 11-2 check character of a Chinese resident ID number's first 17 digits."""
-    return _ID_CHECK[sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS)) % 11]
-
-
-def _valid_date(year: int, month: int, day: int) -> bool:
-    return 1 <= month <= 12 and 1 <= day <= (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]
-
-
-def national_id_valid(chars: str) -> bool:
-    """True for an 18-character resident ID with valid check character and birth date, or a 15-digit
-    old-form ID with a valid birth date (the old form has no check digit)."""
-    chars = chars.upper()
-    if len(chars) == 18 and chars[:17].isdigit() and (chars[17].isdigit() or chars[17] == "X"):
-        year = int(chars[6:10])
-        if not (1900 <= year <= 2099 and _valid_date(year, int(chars[10:12]), int(chars[12:14]))):
-            return False
-        return id18_check_char(chars[:17]) == chars[17]
-    if len(chars) == 15 and chars.isdigit() and chars[0] != "0":
-        return _valid_date(1900 + int(chars[6:8]), int(chars[8:10]), int(chars[10:12]))
-    return False
-
-
-# ---------------------------------------------------------------------------------------------------
-# Finding digit runs, written and spoken
-
-_EN_DIGITS = {
-    "zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-    "six": "6", "seven": "7", "eight": "8", "nine": "9", "niner": "9",
-}
-# Digits read in pairs ("forty one eleven ..."): teens are two digits, tens are two digits with or
-# without a unit after them ("forty" = 40, "forty one" / "forty-one" = 41).
-_EN_TEENS = {
-    "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "fourteen": "14", "fifteen": "15",
-    "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19",
-}
-_EN_TENS = {
-    "twenty": "2", "thirty": "3", "forty": "4", "fourty": "4", "fifty": "5", "sixty": "6", "seventy": "7",
-    "eighty": "8", "ninety": "9",
-}
-_ZH_DIGITS = {
-    "零": "0", "〇": "0", "○": "0", "一": "1", "幺": "1", "二": "2", "两": "2", "三": "3", "四": "4",
-    "五": "5", "六": "6", "七": "7", "八": "8", "九": "9",
-}
-_UNIT = re.compile(
-    r"(?P<d>\d+)"
-    r"|(?P<c>[零〇○一幺二两三四五六七八九])"
-    r"|(?<![A-Za-z])(?P<tens>twenty|thirty|forty|fourty|fifty|sixty|seventy|eighty|ninety)"
-    r"(?:[ \t-]?(?P<tu>one|two|three|four|five|six|seven|eight|nine)(?![A-Za-z']))?(?![A-Za-z'])"
-    r"|(?<![A-Za-z])(?P<teen>ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen)"
-    r"(?![A-Za-z'])"
-    r"|(?<![A-Za-z])(?:(?P<mult>double|triple)[ \t]+)?"
-    r"(?P<w>zero|oh|o|one|two|three|four|five|six|seven|eight|nine|niner)(?![A-Za-z'])"
-    r"|(?<![A-Za-z])(?P<x>[Xx])(?![A-Za-z])|(?P<xc>叉)",
-    re.IGNORECASE,
-)
-# What may stand between the digit groups of one number, written or spoken, once it is read as a digit
-# stream: any run of separator characters (spaces of any kind and number, tabs, newlines, commas and
-# thousands separators, dots, dashes of every width, underscores, slashes, quotes, brackets, zero-width
-# characters) and hesitation fillers ("uh", "um", "嗯", "那个"), bounded so that two numbers in
-# different sentences stay apart. One grammar for every case, rather than one pattern per way of writing.
-_SEPARATOR_CHARS = (
-    " \t\n\r\f\v\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"  # spaces and line breaks
-    "\u200b\u200c\u200d\u2060\ufeff\u00ad"  # zero-width characters, soft hyphen
-    ",\uff0c\u3001\u066b\u066c"  # commas, thousands separators
-    ".\u3002\uff0e\u00b7\u30fb"  # dots
-    "\\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d"  # hyphens, dashes, minus, full-width hyphen-minus
-    "_\uff3f/\uff0f|"  # underscores, slashes
-    "'\"`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u00ab\u00bb\u2039\u203a\uff02\uff07\u300c\u300d\u300e\u300f"
-    "()\\[\\]{}\uff08\uff09<>"  # brackets
-)
-_FILLERS_EN = ("uh", "uhh", "uhm", "um", "umm", "er", "erm", "ah", "ahh", "eh", "hmm", "hm", "mm", "mhm")
-_FILLERS_ZH = ("嗯", "呃", "啊", "额", "哦", "噢", "那个", "就是")
-_GAP_MAX_CHARS = 16
-_GAP_MAX_FILLERS = 3
-_GAP = re.compile(
-    rf"(?:[{_SEPARATOR_CHARS}]+|(?<![A-Za-z])(?:{'|'.join(_FILLERS_EN)})(?![A-Za-z'])|{'|'.join(_FILLERS_ZH)})*",
-    re.IGNORECASE,
-)
-_FILLER = re.compile(rf"(?<![A-Za-z])(?:{'|'.join(_FILLERS_EN)})(?![A-Za-z'])|{'|'.join(_FILLERS_ZH)}", re.IGNORECASE)
-_MIXED_GAP = re.compile(r"[ \t\u00a0\u3000,，、\-]{0,3}")
-_LINE_BREAKS = re.compile(r"\n\s*\n")  # a blank line ends a number: it is a new paragraph
-
-
-def is_number_gap(gap: str) -> bool:
-    """True when ``gap`` (the text between two digit groups) can sit inside one number."""
-    if len(gap) > _GAP_MAX_CHARS or _LINE_BREAKS.search(gap):
-        return False
-    if _GAP.fullmatch(gap) is None:
-        return False
-    return len(_FILLER.findall(gap)) <= _GAP_MAX_FILLERS
-
-
 # A secret's name, then at most a few non-sentence-ending characters, then the digits ("PIN is 1234",
 # "密码是六个数字123456" does not count: the name must be close). CVV, PIN, passwords and one-time codes
 # must never be stored at all (PCI DSS 3.2), so their digits go even though they are short.
@@ -203,84 +97,6 @@ _INTL = re.compile(r"00\d{8,13}")
 # rather than a date-and-time or an amount.
 _LANDLINE_SHAPES = {(3, 8), (4, 7), (4, 8), (3, 4, 4), (4, 3, 4), (4, 4, 4), (3, 3, 4), (4, 4, 3)}
 _NANP_SHAPES = {(3, 3, 4), (1, 3, 3, 4)}
-
-
-@dataclass(frozen=True)
-class _Group:
-    """Digits that must be masked together: one written digit string (plus an attached X), or one
-    spoken digit (or "double five")."""
-
-    start: int
-    end: int
-    digits: str
-    spoken: bool
-
-
-def _digit_groups(text: str, spoken_digits: bool) -> list[list[_Group]]:
-    """The text read as digit streams: runs of digit groups (written digit strings, spoken digit words,
-    pairs like "forty one"), each joined only by gaps a number can contain (:func:`is_number_gap`).
-    Each group keeps its character span, so a classified stream maps back onto the text."""
-    runs: list[list[_Group]] = []
-    current: list[_Group] = []
-    prev_end = -1
-    for m in _UNIT.finditer(text):
-        if m.group("d") is not None:
-            try:
-                digits = "".join(str(unicodedata.decimal(c)) for c in m.group("d"))
-            except ValueError:  # a digit-like character without a decimal value: not a number
-                digits = ""
-            if not digits:
-                continue
-            group = _Group(m.start(), m.end(), digits, False)
-        elif m.group("x") is not None or m.group("xc") is not None:
-            group = _Group(m.start(), m.end(), "X", current[-1].spoken if current else True)
-        elif not spoken_digits:
-            continue
-        elif m.group("c") is not None:
-            group = _Group(m.start(), m.end(), _ZH_DIGITS[m.group("c")], True)
-        elif m.group("tens") is not None:
-            unit = m.group("tu")
-            group = _Group(m.start(), m.end(),
-                           _EN_TENS[m.group("tens").lower()] + (_EN_DIGITS[unit.lower()] if unit else "0"), True)
-        elif m.group("teen") is not None:
-            group = _Group(m.start(), m.end(), _EN_TEENS[m.group("teen").lower()], True)
-        else:
-            word = _EN_DIGITS[m.group("w").lower()]
-            mult = (m.group("mult") or "").lower()
-            group = _Group(m.start(), m.end(), word * (3 if mult == "triple" else 2 if mult == "double" else 1), True)
-        is_x = group.digits == "X"
-        joined = False
-        if current:
-            gap = text[prev_end : group.start]
-            last = current[-1]
-            if last.digits.endswith("X"):
-                joined = False  # an X is the last character of an ID number
-            elif is_x:
-                if gap == "" and not last.spoken:
-                    # "11010519491231002X": the X belongs to the written digit string itself.
-                    current[-1] = _Group(last.start, group.end, last.digits + "X", False)
-                    prev_end = group.end
-                    continue
-                joined = is_number_gap(gap) and not _FILLER.search(gap)
-            elif group.spoken != last.spoken:
-                # spoken words then written digits (or back): only a plain pause between them, so that
-                # "one ('4532..." is a word before a quoted number, not one 17-digit number
-                joined = _MIXED_GAP.fullmatch(gap) is not None
-            else:
-                joined = is_number_gap(gap)
-        if not joined:
-            if current:
-                runs.append(current)
-            current = []
-            if is_x or (m.group("w") is not None and m.group("w").lower() in ("o", "oh")):
-                # A lone X, or "oh" starting a run, is a letter or an interjection, not a digit.
-                prev_end = group.end
-                continue
-        current.append(group)
-        prev_end = group.end
-    if current:
-        runs.append(current)
-    return runs
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -329,7 +145,7 @@ def _card_token(text: str, start: int, end: int, keep: int) -> str:
     return f"[CARD ****{digits[-keep:]}]"
 
 
-def _kind_of(text: str, part: list[_Group]) -> tuple[str, int] | None:
+def _kind_of(text: str, part: list[DigitGroup]) -> tuple[str, int] | None:
     """(mask token, masked span start) of a stretch of groups, or None when it is no number we know."""
     digits = "".join(g.digits for g in part)
     if len(digits) < _MIN_RUN_DIGITS:
@@ -354,7 +170,7 @@ def _token(text: str, kind: str, start: int, end: int, options: MaskingOptions) 
     return _card_token(text, start, end, options.card_keep_last_digits) if kind == CARD else kind
 
 
-def _spans_in_run(text: str, run: list[_Group], options: MaskingOptions) -> list[tuple[int, int, str]]:
+def _spans_in_run(text: str, run: list[DigitGroup], options: MaskingOptions) -> list[tuple[int, int, str]]:
     spans: list[tuple[int, int, str]] = []
     total_digits = sum(len(g.digits) for g in run)
     whole = _kind_of(text, run) if total_digits <= _MAX_SPAN_DIGITS else None
@@ -388,7 +204,7 @@ def _spans_in_run(text: str, run: list[_Group], options: MaskingOptions) -> list
                 if score > best[i]:
                     best[i], choice[i] = score, (j, found[0], found[1])
 
-    leftover: list[_Group] = []
+    leftover: list[DigitGroup] = []
     # In a run too long to be one number, digits left between recognised numbers are part of the same
     # long string ("3000 0000 0000 0000 0004 5"): they are masked from 4 digits on, not left in the clear.
     min_leftover = 4 if total_digits > _MAX_SPAN_DIGITS else options.long_number_min_digits
@@ -414,7 +230,7 @@ def _spans_in_run(text: str, run: list[_Group], options: MaskingOptions) -> list
     return spans
 
 
-def _secret_spans(text: str, runs: list[list[_Group]]) -> list[tuple[int, int, str]]:
+def _secret_spans(text: str, runs: list[list[DigitGroup]]) -> list[tuple[int, int, str]]:
     """Short digit runs (3-9 digits) said right after a secret's name: PIN, CVV, password, SMS code."""
     spans = []
     for run in runs:
@@ -427,13 +243,13 @@ def _secret_spans(text: str, runs: list[list[_Group]]) -> list[tuple[int, int, s
     return spans
 
 
-def _mask_spans(text: str, options: MaskingOptions) -> list[tuple[int, int, str]]:
+def mask_spans(text: str, options: MaskingOptions) -> list[tuple[int, int, str]]:
     """Sorted, non-overlapping (start, end, token) spans of ``text`` to replace."""
     if not options.enabled or not text:
         return []
     spans: list[tuple[int, int, str]] = []
-    short_runs: list[list[_Group]] = []
-    for run in _digit_groups(text, options.spoken_digits):
+    short_runs: list[list[DigitGroup]] = []
+    for run in digit_groups(text, options.spoken_digits):
         if sum(len(g.digits) for g in run) < _MIN_RUN_DIGITS:
             short_runs.append(run)
             continue
@@ -455,7 +271,7 @@ def mask_text(text: str, options: MaskingOptions) -> str:
     a string (anything else is a TypeError: a transcript that is not text is a bug upstream)."""
     if not isinstance(text, str):
         raise TypeError(f"mask_text() needs a str, got {type(text).__name__}")
-    spans = _mask_spans(text, options)
+    spans = mask_spans(text, options)
     if not spans:
         return text
     out = []
@@ -480,166 +296,19 @@ def mask_words(words: Sequence[str], options: MaskingOptions) -> list[str]:
     if not all(isinstance(w, str) for w in words):
         raise TypeError("mask_words() needs a sequence of str")
     joined = "".join(words)
-    spans = _mask_spans(joined, options)
+    spans = mask_spans(joined, options)
     if not spans:
         return words
     out: list[str] = []
     offset = 0
     for word in words:
         a, b = offset, offset + len(word)
-        out.append(_mask_piece(joined, a, b, spans))
+        out.append(mask_piece(joined, a, b, spans))
         offset = b
     return out
 
 
-# ---------------------------------------------------------------------------------------------------
-# A call's text stream: numbers split across ASR segments
-
-HELD = "[…]"  # digits at the end of a segment that the next segment may continue: shown once resolved
-
-
-@dataclass
-class _StreamSegment:
-    key: Hashable
-    parts: tuple[str, ...]
-    emitted: tuple[str, ...] | None = None
-    open_tail: bool = False  # part of the digit run open at the stream's end when last masked
-
-
-def _joins_without_space(left: str, right: str) -> bool:
-    # ASR segments carry their own leading space (" 1111"), Mandarin none; only two words that would
-    # run together ("four" + "one") need one put between them.
-    return not (left[-1:].isascii() and left[-1:].isalpha() and right[:1].isascii() and right[:1].isalpha())
-
-
-class StreamMasker:
-    """Masks one speaker's transcript as one text stream, across the segments ASR cuts it into.
-
-    Each segment is masked together with the segments before it that its masking may depend on: the
-    ones holding a digit run still open at the stream's end (a card number "4111 1111" + "1111 1111"
-    read over a pause), and the last one (a "PIN is" before the digits). A run still open at the end of
-    the newest segment is shown as ``HELD`` until the next segment (or :meth:`finish`) says whether it
-    continues, so the live feed shows at most ``hold_min_digits - 1`` digits of a split number, and
-    the stored transcript none. :meth:`push` returns the masked parts of the new segment and of every
-    earlier segment whose masking changed (the caller replaces what it stored for them).
-    """
-
-    def __init__(self, options: MaskingOptions, *, max_segments: int = 8, hold_min_digits: int = 3) -> None:
-        self.options = options
-        self.max_segments = max(1, max_segments)
-        self.hold_min_digits = max(1, hold_min_digits)
-        self._window: list[_StreamSegment] = []
-
-    def push(self, key: Hashable, parts: Sequence[str]) -> dict[Hashable, list[str]]:
-        """Add a finished segment (its text as one part, or its ASR words). Returns ``{key: masked
-        parts}`` for this segment and for each earlier one that needs revising."""
-        parts = tuple(parts)
-        if not all(isinstance(p, str) for p in parts):
-            raise TypeError("StreamMasker.push() needs a sequence of str")
-        self._window.append(_StreamSegment(key, parts))
-        return self._remask(final=False)
-
-    def preview(self, parts: Sequence[str]) -> list[str]:
-        """Masked parts of a segment still being spoken (an interim transcript), in the stream's
-        context; nothing is kept."""
-        probe = _StreamSegment(object(), tuple(parts))
-        masked = self._mask_window(self._window + [probe], final=False)
-        return list(masked[-1])
-
-    def finish(self) -> dict[Hashable, list[str]]:
-        """The stream has ended: resolve held digits. Returns revisions like :meth:`push`."""
-        revised = self._remask(final=True)
-        self._window.clear()
-        return revised
-
-    # --- internals -------------------------------------------------------------------------------
-
-    def _remask(self, *, final: bool) -> dict[Hashable, list[str]]:
-        masked = self._mask_window(self._window, final=final)
-        revised: dict[Hashable, list[str]] = {}
-        last = len(self._window) - 1
-        for i, (seg, parts) in enumerate(zip(self._window, masked)):
-            # Only the new segment and those still holding digits are (re)decided; the others are
-            # context, and what was shown for them stays (it was masked with at least this context).
-            held = seg.emitted is not None and HELD in "".join(seg.emitted)
-            if (i == last and not final) or held or seg.open_tail:
-                if seg.emitted != parts:
-                    revised[seg.key] = list(parts)
-                seg.emitted = parts
-        if not final:
-            joined, _, seg_starts = self._joined(self._window)
-            run = self._open_run(joined)
-            ends = seg_starts[1:] + [len(joined) + 1]
-            for seg, start, end in zip(self._window, seg_starts, ends):
-                seg.open_tail = run is not None and end > run[0]
-            self._trim()
-        return revised
-
-    def _joined(self, window: list[_StreamSegment]) -> tuple[str, list[list[tuple[int, int]]], list[int]]:
-        pieces: list[str] = []
-        bounds: list[list[tuple[int, int]]] = []
-        seg_starts: list[int] = []
-        pos = 0
-        for seg in window:
-            text = "".join(seg.parts)
-            if pieces and text and not _joins_without_space(pieces[-1], text):
-                pieces.append(" ")
-                pos += 1
-            seg_starts.append(pos)
-            spans = []
-            for part in seg.parts:
-                spans.append((pos, pos + len(part)))
-                pos += len(part)
-            if text:
-                pieces.append(text)
-            bounds.append(spans)
-        return "".join(pieces), bounds, seg_starts
-
-    def _open_run(self, joined: str) -> tuple[int, int, int] | None:
-        """(start, end, digits) of the digit run at the end of the stream, if nothing but a number's
-        gap follows it (the next segment may continue it)."""
-        runs = _digit_groups(joined, self.options.spoken_digits)
-        if not runs:
-            return None
-        run = runs[-1]
-        if not is_number_gap(joined[run[-1].end:]):
-            return None
-        return run[0].start, run[-1].end, sum(len(g.digits) for g in run)
-
-    def _mask_window(self, window: list[_StreamSegment], *, final: bool) -> list[tuple[str, ...]]:
-        joined, bounds, _ = self._joined(window)
-        spans = _mask_spans(joined, self.options)
-        if not final and self.options.enabled:
-            run = self._open_run(joined)
-            if run is not None and run[2] >= self.hold_min_digits:
-                start, end, _ = run
-                covered = sum(min(e, end) - max(s, start) for s, e, _ in spans if s < end and e > start)
-                digits_left = any(ch.isdecimal() or ch.isalpha() for ch in _blank_spans(joined, spans)[start:end])
-                if covered < end - start and digits_left:
-                    # hold the whole open run: whatever it turns out to be, it is not shown yet
-                    hold_start = min([start] + [s for s, e, _ in spans if s < end and e > start])
-                    spans = [sp for sp in spans if sp[1] <= hold_start or sp[0] >= end] + [(hold_start, end, HELD)]
-                    spans.sort()
-        out: list[tuple[str, ...]] = []
-        for seg_bounds in bounds:
-            out.append(tuple(_mask_piece(joined, a, b, spans) for a, b in seg_bounds))
-        return out
-
-    def _trim(self) -> None:
-        """Keep the segments the next one's masking may depend on: from the one where the open digit
-        run starts (if any), else the last one only; never more than ``max_segments``."""
-        joined, _, seg_starts = self._joined(self._window)
-        keep_from = len(self._window) - 1
-        run = self._open_run(joined)
-        if run is not None:
-            # the segment where the open run starts, and the one before it as its context
-            first = max(i for i, start in enumerate(seg_starts) if start <= run[0])
-            keep_from = min(keep_from, max(0, first - 1))
-        keep_from = max(keep_from, len(self._window) - self.max_segments)
-        del self._window[:keep_from]
-
-
-def _blank_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
+def blank_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
     """``text`` with every span's characters blanked (same length), to see what a span leaves."""
     chars = list(text)
     for start, end, _ in spans:
@@ -647,7 +316,7 @@ def _blank_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
     return "".join(chars)
 
 
-def _mask_piece(joined: str, a: int, b: int, spans: list[tuple[int, int, str]]) -> str:
+def mask_piece(joined: str, a: int, b: int, spans: list[tuple[int, int, str]]) -> str:
     """The masked text of ``joined[a:b]``: a span's token goes where the span starts."""
     pieces: list[str] = []
     pos = a

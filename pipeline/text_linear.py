@@ -28,6 +28,9 @@ from .errors import ModelUnavailableError
 # CJK ideographs, then Latin words (with apostrophes), then digit runs; anything else is a separator.
 _TOKEN = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)|([a-z]+(?:'[a-z]+)*)|(\d+)")
 FEATURE_VERSION = 1
+# P(negative) from which a turn's sentiment falls below 0 (see pipeline/text.py); a language's entry in
+# trained.json may lower it (a decision threshold chosen across domains, ``negative_from_p``).
+DEFAULT_NEGATIVE_FROM_P = 0.4
 # Longest text read for features: a 10,000-character turn costs no more than this many characters do.
 MAX_CHARS = 2000
 
@@ -136,6 +139,7 @@ class LinearTextModel:
     bias: float
     platt_a: float               # calibrated logit = platt_a * raw logit + platt_b
     platt_b: float
+    negative_from_p: float = DEFAULT_NEGATIVE_FROM_P  # P(negative) where sentiment starts to fall below 0
 
     def logit(self, text: str, lexicon_score: float = 0.0) -> float:
         f = feature_ids(text, self.spec)
@@ -182,6 +186,9 @@ def load_models(folder: Path) -> tuple[dict[str, LinearTextModel], dict]:
             raise ModelUnavailableError(f"{path} holds {weights.shape} weights, {card_path} says "
                                         f"{spec.n_buckets}; rebuild with `python scripts/train_text.py`")
         weights.setflags(write=False)
+        p0 = float(entry.get("negative_from_p", DEFAULT_NEGATIVE_FROM_P))
+        if not 0.0 < p0 < 1.0:
+            raise ModelUnavailableError(f"{card_path}: models.{lang}.negative_from_p must lie in (0, 1), got {p0}")
         models[lang] = LinearTextModel(lang, spec, weights, float(entry["lexicon_weight"]),
-                                       float(entry["bias"]), float(entry["platt"][0]), float(entry["platt"][1]))
+                                       float(entry["bias"]), float(entry["platt"][0]), float(entry["platt"][1]), p0)
     return models, card

@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.text import TextScorer, measure_flags, measure_text_file, read_flag_phrases  # noqa: E402
+from pipeline.evaluate.text_measure import measure_flags, measure_text_file, read_flag_phrases  # noqa: E402
+from pipeline.text import TextScorer  # noqa: E402
 
 FILES = ("complaints_en.csv", "chnsenticorp_hotel_zh.csv")
 

@@ -86,3 +86,19 @@ def test_an_integer_is_accepted_where_a_number_is_expected(tmp_path):
     user.write_text("[fusion]\nweight_anger = 1\n")
     value = load_config(user).fusion.weight_anger
     assert value == 1.0 and isinstance(value, float)
+
+
+def test_each_section_is_a_typed_attribute_of_the_frozen_config():
+    import dataclasses
+
+    from pipeline.asr import AsrOptions
+    from pipeline.live.options import LiveOptions
+
+    config = load_config()
+    assert isinstance(config.asr, AsrOptions) and isinstance(config.live, LiveOptions)
+    with pytest.raises(AttributeError):
+        config.asrr  # a typo is an error, not a silently missing section
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.asr = None
+    changed = config.replace("asr", beam_size=3)
+    assert changed.asr.beam_size == 3 and config.asr.beam_size != 3 and changed.raw["asr"]["beam_size"] == 3

@@ -150,9 +150,12 @@ class _ScriptedTranscriber:
 
     def __init__(self, text):
         self.text = text
+        self.windows = []  # seconds of audio in each window asked for
 
     def transcribe_window(self, chunks, *, language=None, prior=None):
         from pipeline.asr import WindowResult
+
+        self.windows.append(sum(c.audio.size for c in chunks) / 16000)
 
         from pipeline.events import Word
 
@@ -183,37 +186,137 @@ def test_card_numbers_are_masked_in_results_and_logs(acoustic_engine, caplog):
 
 @pytest.mark.slow
 def test_deferred_asr_lets_live_calls_hand_transcription_to_a_pool(engine, sample_results):
-    """Live mode: Whisper windows come out as jobs; applied late, the texts still land on their turns and
-    the acoustic alert does not move; jobs never applied are transcribed when the call finishes."""
+    """Live mode: Whisper windows come out as jobs run by a pool and handed back whenever they finish;
+    the session holds each result until its tick in call time (waiting there for one still out), so
+    the call's result is exactly batch's. Jobs never handed back are transcribed when the call finishes."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from pipeline.engine import Engine
+
+    # never give up waiting here: this test hands results back late on purpose
+    patient = Engine(engine.config.replace("asr", apply_wait_s=1e6), vad=engine.vad, transcriber=engine.transcriber,
+                     extractor=engine.extractor, emotion=engine.emotion, text=engine.text, shifts=engine.shifts)
     audio = load_audio(SAMPLES / "escalating_en.wav")
-    session = engine.open_call(CallInfo("deferred", audio.sample_rate_hz, audio.n_channels, 0), defer_asr=True)
+    session = patient.open_call(CallInfo("escalating_en", audio.sample_rate_hz, audio.n_channels, 0,
+                                         source=str(SAMPLES / "escalating_en.wav")), defer_asr=True)
     pool = ThreadPoolExecutor(1)
-    running, events, kept_back = [], [], 0
+    running, events, finals = [], [], 0
+
+    def pump(*, wait: bool = False) -> None:
+        nonlocal finals
+        # apply what has finished, as the live worker does between feeds; then hand out new windows
+        for job, fut in [r for r in running if wait or r[1].done()]:
+            running.remove((job, fut))
+            events.extend(session.apply_asr(job, fut.result()))
+        for job in session.take_asr_jobs():
+            finals += not job.interim
+            if not job.interim and finals == 3:
+                continue  # never handed back: the session waits for it until finish() transcribes it
+            running.append((job, pool.submit(job.run, engine.transcriber)))
+
+    step = audio.sample_rate_hz // 50
+    for i in range(0, audio.samples.shape[1], step):
+        events.extend(session.feed(audio.samples[:, i:i + step]))
+        pump()
+    while running:
+        pump(wait=True)
+    events.extend(session.finish())
+    live = next(e.result for e in events if isinstance(e, CallEnded))
+    assert finals >= 3, "one window was kept back"
+    assert _strip(live) == _strip(sample_results["escalating_en"])
+    # interim previews of turns still being spoken came out too, marked as not final
+    assert any(isinstance(e, TranscriptEvent) and not e.final and e.text for e in events)
+
+
+def _scripted_engine(acoustic_engine, text="I am really not happy with this at all", **asr):
+    from pipeline.engine import Engine
+
+    return Engine(acoustic_engine.config.replace("asr", enabled=True, **asr), vad=acoustic_engine.vad,
+                  transcriber=_ScriptedTranscriber(text), extractor=acoustic_engine.extractor,
+                  emotion=acoustic_engine.emotion, text=acoustic_engine.text, shifts=acoustic_engine.shifts)
+
+
+def _stream(session, audio, *, hand_back):
+    """Feed ``audio`` in 20 ms packets; ``hand_back(job)`` says whether a taken job's result comes back
+    at once (it is run then) or never."""
+    events = []
     step = audio.sample_rate_hz // 50
     for i in range(0, audio.samples.shape[1], step):
         events.extend(session.feed(audio.samples[:, i:i + step]))
         for job in session.take_asr_jobs():
-            if job.id % 4 == 0:
-                kept_back += 1  # never applied here: finish() must transcribe it
-                continue
-            running.append((job, pool.submit(job.run, engine.transcriber)))
-        # apply what has finished, as the live worker does between feeds
-        for job, fut in [r for r in running if r[1].done()]:
-            running.remove((job, fut))
-            events.extend(session.apply_asr(job, fut.result()))
-    for job, fut in running:
-        events.extend(session.apply_asr(job, fut.result()))
+            if hand_back(job):
+                events.extend(session.apply_asr(job, job.run(session.engine.transcriber)))
     events.extend(session.finish())
+    return events
+
+
+def test_a_window_back_early_is_held_until_its_tick_so_live_equals_batch(acoustic_engine):
+    """One ASR timing rule: text counts from queued_at_s + apply_delay_s in call time, whenever the
+    result comes back; so a live session whose results come back at once gives batch's exact JSON."""
+    eng = _scripted_engine(acoustic_engine)
+    audio = load_audio(SAMPLES / "calm_en.wav")
+    info = CallInfo("calm", audio.sample_rate_hz, audio.n_channels, 0)
+    batch = analyze_file(SAMPLES / "calm_en.wav", engine=eng, call_id="calm", agent_id=None)
+    events = _stream(eng.open_call(info, defer_asr=True), audio, hand_back=lambda job: True)
     live = next(e.result for e in events if isinstance(e, CallEnded))
-    batch = sample_results["escalating_en"]
-    assert kept_back >= 1
-    assert [s["text"] for s in live["segments"]] == [s["text"] for s in batch["segments"]]
-    # interim previews of turns still being spoken came out too, marked as not final
-    assert any(isinstance(e, TranscriptEvent) and not e.final and e.text for e in events)
-    assert [a["raised_at_s"] for a in _takeovers(live)] == pytest.approx(
-        [a["raised_at_s"] for a in _takeovers(batch)], abs=3.0)
+    live["source"] = batch["source"]
+    assert any(s["text"] for s in live["segments"])
+    assert _strip(live) == _strip(batch)
+    texts = [e for e in events if isinstance(e, TranscriptEvent) and e.final]
+    levels = [e for e in events if isinstance(e, LevelUpdate)]
+    assert texts and levels
+    delay = eng.config.asr.apply_delay_s
+    assert delay > 0
+    # each final text came out only after the level update of its window's tick (queued + delay)
+    order = [(type(e).__name__, getattr(e, "t_s", None)) for e in events
+             if isinstance(e, (LevelUpdate, TranscriptEvent)) and (not isinstance(e, TranscriptEvent) or e.final)]
+    first_text = next(i for i, (kind, _) in enumerate(order) if kind == "TranscriptEvent")
+    assert order[first_text - 1][1] >= texts[0].end_s + delay
+
+
+def test_a_live_session_waits_for_a_late_window_then_goes_on_after_apply_wait_s(acoustic_engine):
+    """A window not back at its tick holds the call's later ticks (its audio is kept, not lost) until
+    it comes; after asr.apply_wait_s of wall time the session goes on and the text counts when it comes."""
+    audio = load_audio(SAMPLES / "calm_en.wav")
+    info = CallInfo("late", audio.sample_rate_hz, audio.n_channels, 0)
+    waiting = _scripted_engine(acoustic_engine, apply_wait_s=1e6).open_call(info, defer_asr=True)
+    held = []
+    step = audio.sample_rate_hz // 50
+    levels = []
+    for i in range(0, audio.samples.shape[1], step):
+        levels += [e for e in waiting.feed(audio.samples[:, i:i + step]) if isinstance(e, LevelUpdate)]
+        held += [j for j in waiting.take_asr_jobs() if not j.interim]
+    assert held, "the sample has turns to transcribe"
+    first = held[0]
+    # the ticks stopped at the first window's tick: nothing after it came out
+    assert levels and levels[-1].t_s == pytest.approx(first.apply_at_s, abs=1.0)
+    resumed = waiting.apply_asr(first, first.run(waiting.engine.transcriber))
+    assert any(isinstance(e, LevelUpdate) and e.t_s > levels[-1].t_s for e in resumed)
+
+    impatient = _scripted_engine(acoustic_engine, apply_wait_s=0.0).open_call(info, defer_asr=True)
+    events = _stream(impatient, audio, hand_back=lambda job: False)
+    ticks = [e.t_s for e in events if isinstance(e, LevelUpdate)]
+    assert ticks == [float(t) for t in range(1, len(ticks) + 1)] or ticks[:-1] == [float(t) for t in range(1, len(ticks))]
+    # the windows never handed back were transcribed at hang-up
+    assert any(s["text"] for s in next(e.result for e in events if isinstance(e, CallEnded))["segments"])
+
+
+def test_full_batch_packing_runs_fewer_fuller_windows_and_evaluation_keeps_the_live_timing(acoustic_engine):
+    """[asr] batch_packing = "full": batch packs both parties' turns until a window is full (as
+    faster-whisper's own batching does), so fewer windows run; live_timing (evaluate alerts) and live
+    sessions keep max_delay_s packing, so they still match a streamed call."""
+    path = SAMPLES / "escalating_en.wav"
+    live_eng = _scripted_engine(acoustic_engine)
+    full_eng = _scripted_engine(acoustic_engine, batch_packing="full")
+    as_live = analyze_file(path, engine=live_eng)
+    full = analyze_file(path, engine=full_eng)
+    n_live, n_full = len(live_eng.transcriber.windows), len(full_eng.transcriber.windows)
+    assert n_full < n_live
+    assert max(full_eng.transcriber.windows) <= full_eng.config.asr.max_window_s
+    assert [s["text"] != "" for s in full["segments"]] == [s["text"] != "" for s in as_live["segments"]]
+    evaluated = analyze_file(path, engine=full_eng, live_timing=True)
+    assert len(full_eng.transcriber.windows) == n_full + n_live
+    assert _strip(evaluated) == _strip(as_live)
 
 
 def test_recent_audio_ring_returns_what_was_appended_by_call_time_across_wraps():

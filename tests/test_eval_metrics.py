@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from pipeline.evaluate.metrics import (
     CallOutcome, EditCounts, align, alert_summary, binary_view, calibration, chinese_cardinal, confusion,
     english_cardinal, error_counts, normalize_text, percentile, pooled, roc_auc, score_call, tokens,
-    top_label_calibration,
+    top_label_calibration, top_label_ece, uar,
 )
 
 
@@ -134,6 +135,24 @@ def test_uar_skips_classes_absent_from_the_truth():
     assert conf.uar == pytest.approx(0.5)
 
 
+def test_array_uar_equals_the_confusion_matrix_uar():
+    conf = _known_confusion()
+    index = {"a": 0, "b": 1, "c": 2}
+    truths = np.array([index[t] for t, row in zip("abc", conf.counts) for j, n in enumerate(row) for _ in range(n)])
+    preds = np.array([j for row in conf.counts for j, n in enumerate(row) for _ in range(n)])
+    assert uar(truths, preds, range(3)) == pytest.approx(conf.uar)
+    assert uar(truths, preds, range(4)) == pytest.approx(conf.uar)  # a class nobody has is skipped ...
+    assert math.isnan(uar(truths, preds, range(4), every_class=True))  # ... unless every class must occur
+    assert math.isnan(uar(np.array([], dtype=int), np.array([], dtype=int), range(3)))
+
+
+def test_two_class_uar_on_booleans_averages_both_recalls():
+    y = np.array([True, True, False, False, False])
+    pred = np.array([True, False, False, False, True])
+    assert uar(y, pred, (True, False), every_class=True) == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert math.isnan(uar(y[:2], pred[:2], (True, False), every_class=True))
+
+
 def test_confusion_rejects_unknown_labels_and_length_mismatch():
     with pytest.raises(ValueError):
         confusion(["a"], ["z"], labels=("a", "b"))
@@ -184,6 +203,18 @@ def test_ece_of_a_perfectly_calibrated_bin_is_zero_and_bin_edges_are_exact():
 def test_top_label_calibration_uses_the_most_probable_class():
     cal = top_label_calibration(["a", "b"], [{"a": 0.8, "b": 0.2}, {"a": 0.8, "b": 0.2}], n_bins=5)
     assert cal.ece == pytest.approx(abs(0.5 - 0.8))
+
+
+def test_top_label_ece_of_probability_arrays_is_the_top_label_calibration():
+    probs = np.array([[0.8, 0.2], [0.8, 0.2], [0.1, 0.9], [0.4, 0.6]])
+    y = np.array([0, 1, 1, 1])
+    rows = [{"a": p[0], "b": p[1]} for p in probs]
+    expected = top_label_calibration(["ab"[i] for i in y], rows, n_bins=10).ece
+    assert top_label_ece(probs, y) == pytest.approx(expected)
+    # by hand: (0.7, 0.8] conf 0.8 acc 0.5; (0.8, 0.9] conf 0.9 acc 1; (0.5, 0.6] conf 0.6 acc 1
+    assert top_label_ece(probs, y) == pytest.approx(0.5 * 0.3 + 0.25 * 0.1 + 0.25 * 0.4)
+    assert top_label_ece(np.eye(3), np.arange(3)) == pytest.approx(0.0)
+    assert math.isnan(top_label_ece(np.zeros((0, 3)), np.zeros(0, dtype=int)))
 
 
 # --- alerts ------------------------------------------------------------------------------------------

@@ -405,7 +405,7 @@ class FakeEngine:
         self.script = script
         self.opened = []
 
-    def open_call(self, info):
+    def open_call(self, info, *, defer_asr=False, full_windows=None):   # Engine.open_call's signature
         self.opened.append(info)
         return FakeSession(info, self.script[info.call_id])
 

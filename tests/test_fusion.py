@@ -147,14 +147,17 @@ def test_the_fitted_fusion_keeps_its_signs_and_tells_excitement_from_anger():
     assert angry > 0.5 > happy
 
 
-def test_replayed_levels_are_what_the_engine_tracker_computes(tmp_path):
+@pytest.mark.parametrize("timing", [FT.Timing(rise_tau_s=2.0, fall_tau_s=6.0, raise_level=0.5, min_sustain_s=1.0),
+                                    FT.cusum_timing(0.55, 1.5)], ids=["level", "cusum"])
+def test_replayed_levels_are_what_the_engine_tracker_computes(tmp_path, timing):
     calls = _synthetic_calls("A", 2)
     model = FT.fit_fusion(calls)
-    timing = FT.Timing(rise_tau_s=2.0, fall_tau_s=6.0, raise_level=0.5, min_sustain_s=1.0)
     FT.write_fusion_dir(tmp_path, model, timing, {})
     load_learned.cache_clear()
     c = calls[0]
-    tracker = AgitationTracker(FusionOptions(model_dir=str(tmp_path), rise_tau_s=2.0, fall_tau_s=6.0))
+    tracker = AgitationTracker(FusionOptions(model_dir=str(tmp_path), rise_tau_s=timing.rise_tau_s,
+                                             fall_tau_s=timing.fall_tau_s, detector=timing.detector,
+                                             cusum_drift=timing.cusum_drift, cusum_threshold=timing.cusum_threshold))
     recorder: list = []
     token = CUE_RECORDER.set(recorder)
     try:
@@ -180,6 +183,56 @@ def test_fusion_loco_never_fits_on_the_calls_of_the_corpus_it_scores():
     assert moved["C"]["fit_on"] == ["A", "B"]
     assert moved["A"]["model"] != base["A"]["model"]          # C's calls do train the other folds
     assert moved["C"]["figures"]["all"]["recall"] <= base["C"]["figures"]["all"]["recall"]
+
+
+# ---------------------------------------------------------------------------- detectors
+def _policy_raises(levels, raise_level, sustain_s=0.0):
+    return FT.policy_raises(np.arange(1.0, len(levels) + 1.0), np.asarray(levels),
+                            FT.Timing(raise_level=raise_level, min_sustain_s=sustain_s))
+
+
+def test_one_loud_second_never_raises_a_cusum_takeover_but_two_strong_seconds_do():
+    timing = FT.cusum_timing(0.5, 0.8)
+    one = FT.detector_levels(np.array([0.1] * 10 + [1.0] + [0.1] * 10), timing)
+    two = FT.detector_levels(np.array([0.1] * 10 + [0.95, 0.95] + [0.1] * 10), timing)
+    assert _policy_raises(one, 1.0) == []
+    assert _policy_raises(two, 1.0) == [12.0]
+
+
+def test_cusum_counts_moderate_evidence_that_a_level_threshold_never_sees():
+    """Evidence at 0.8 for 5 s: under a 0.9 raise level it never pages, the CUSUM (drift 0.5) does in 3 s."""
+    raw = np.array([0.1] * 10 + [0.8] * 5 + [0.1] * 10)
+    level = FT.detector_levels(raw, FT.Timing(rise_tau_s=0.5, fall_tau_s=6.0))
+    cusum = FT.detector_levels(raw, FT.cusum_timing(0.5, 0.8))
+    assert _policy_raises(level, 0.9) == []
+    assert _policy_raises(cusum, 1.0) == [13.0]
+
+
+def test_the_cusum_statistic_forgets_a_long_angry_stretch_within_threshold_over_drift_seconds_of_calm():
+    timing = FT.cusum_timing(0.5, 1.0)
+    levels = FT.detector_levels(np.array([1.0] * 60 + [0.0] * 3), timing)
+    assert levels[59] == 1.0 and levels[-1] == 0.0
+
+
+def test_a_detector_that_is_not_known_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="level.*cusum"):
+        FusionOptions(detector="page")
+    with pytest.raises(ValueError, match="cusum_drift"):
+        FusionOptions(detector="cusum", cusum_drift=1.0)
+
+
+def test_detector_loco_never_fits_on_the_calls_of_the_corpus_it_scores():
+    from pipeline.training import detector_choice as DC
+
+    def folds(c_scale):
+        calls = _synthetic_calls("A", 0) + _synthetic_calls("B", 1) + _synthetic_calls("C", 2, scale=c_scale)
+        return DC.loco_detectors({k: calls for k in "ABC"}, corpora="ABC", progress=lambda s: None)
+
+    base, moved = folds(1.0), folds(0.3)
+    for det in ("level", "cusum"):
+        assert moved["C"][det]["timing"] == base["C"][det]["timing"]
+        assert moved["C"][det]["figures"]["all"]["recall"] <= base["C"][det]["figures"]["all"]["recall"]
+    assert base["C"]["cusum"]["timing"]["detector"] == "cusum"
 
 
 def test_the_shipped_learned_fusion_pages_on_anger_not_on_a_happy_caller():

@@ -363,7 +363,8 @@ def test_install_log_masking_covers_every_handler():
 
 # --- separators, fillers, pairs: a number is read as one digit stream ------------------------------
 
-from pipeline.masking import HELD, StreamMasker, is_number_gap  # noqa: E402
+from pipeline.masking_digits import is_number_gap  # noqa: E402
+from pipeline.masking_stream import HELD, StreamMasker  # noqa: E402
 
 _CARD_16 = "4111111111111111"
 _MOBILE = "13812345678"

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from pipeline.config import DEFAULT_CONFIG_PATH, load_config
 from pipeline.errors import ConfigError
-from pipeline.prosody import ProsodyExtractor, ProsodyFeatures, ProsodyOptions, SpeakerBaseline
+from pipeline.prosody import ProsodyExtractor, ProsodyFeatures, ProsodyOptions
+from pipeline.speaker_baseline import SpeakerBaseline
 
 
 @pytest.fixture(scope="module")

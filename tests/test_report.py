@@ -6,6 +6,7 @@ import html
 import re
 import subprocess
 from html.parser import HTMLParser
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
@@ -254,3 +255,97 @@ def test_any_transcript_text_reads_back_verbatim_and_never_becomes_markup(text):
     parsed = _parse(page)
     assert [t for t, _ in parsed.tags].count("script") == 0
     assert re.sub(r"\s+", " ", text).strip() in parsed.visible
+
+
+# --- templates: autoescape everywhere, a typo fails loudly ---------------------------------------
+
+_HOSTILE = "<script>alert(\"1\")</script> O'Neil & \"我们\" <b>客户</b>"
+
+
+def test_hostile_text_in_every_field_of_a_call_is_escaped_and_reads_back_verbatim():
+    result = escalating_result(_HOSTILE)
+    result["agent_id"] = _HOSTILE
+    result["source"] = _HOSTILE
+    result["languages"] = [_HOSTILE]
+    result["segments"][0]["text"] = _HOSTILE
+    result["segments"][0]["speaker"] = _HOSTILE
+    result["segments"][0]["language"] = _HOSTILE
+    result["segments"][0]["flags"] = [_HOSTILE]
+    result["segments"][0]["emotion"] = {"label": _HOSTILE}
+    result["alerts"][0]["reasons"] = [_HOSTILE]
+    result["alerts"][0]["kind"] = _HOSTILE
+    result["summary"]["stage_errors"] = [{"stage": _HOSTILE, "t_s": 3.0, "message": _HOSTILE}]
+    result["summary"]["asr_model"] = _HOSTILE
+    page_html = render_call_html(result)
+    page = _parse(page_html)
+    assert "<script>" not in page_html and "<b>客户</b>" not in page_html
+    assert [t for t, _ in page.tags].count("b") == 1  # the stage name's own <b>, nothing from the call
+    assert page.visible.count(_HOSTILE) >= 12
+    for _, attrs in page.tags:  # attribute values (lang, class) cannot be broken out of either
+        assert all('"' not in name for name in attrs)
+
+
+def test_hostile_agent_and_call_ids_on_the_batch_index_are_escaped():
+    result = escalating_result(_HOSTILE)
+    result["agent_id"] = _HOSTILE
+    page_html = render_batch_html([result], [(_HOSTILE, _HOSTILE)])
+    page = _parse(page_html)
+    assert "<script>" not in page_html
+    assert [t for t, _ in page.tags].count("script") == 0 and [t for t, _ in page.tags].count("b") == 0
+    assert page.visible.count(_HOSTILE) == 4  # call id, agent id, failed file, its reason
+    hrefs = [a["href"] for t, a in page.tags if t == "a"]
+    assert hrefs == [quote(_HOSTILE) + ".html"]
+
+
+def test_hostile_text_in_the_evaluation_report_is_escaped(tmp_path):
+    from pipeline.evaluate.report import EvalResult, Section, table, write_report
+
+    result = EvalResult(name=_HOSTILE, metrics={}, summary=[_HOSTILE],
+                        sections=[Section(_HOSTILE, table([_HOSTILE], [[_HOSTILE]]))],
+                        failed_items=[{"key": _HOSTILE, "error": _HOSTILE}])
+    path = write_report(tmp_path / "report.html", title=_HOSTILE, results=[result],
+                        run_provenance={"date_utc": _HOSTILE, "command": _HOSTILE,
+                                        "packages": {_HOSTILE: "1"}, "models": {}})
+    page_html = path.read_text(encoding="utf-8")
+    page = _parse(page_html)
+    assert "<script>" not in page_html and [t for t, _ in page.tags].count("b") == 0
+    # <title>, h1, date, command, name, summary, section title, header, cell, failed key and error, package
+    assert page.visible.count(_HOSTILE) == 12
+
+
+def test_a_misspelt_template_variable_fails_loudly_instead_of_printing_nothing():
+    import jinja2
+
+    from pipeline.outputs.templating import ReportTemplateError, environment, render
+
+    with pytest.raises(jinja2.UndefinedError):
+        environment().from_string("<h1>{{ cal.call_id }}</h1>").render(call={"call_id": "c1"})
+    with pytest.raises(jinja2.UndefinedError):  # a missing attribute of a present object, too
+        environment().from_string("<h1>{{ call.cal_id }}</h1>").render(call={"call_id": "c1"})
+    with pytest.raises(ReportTemplateError, match="call_report.html.j2"):
+        render("call_report.html.j2", title="t", call={"call_id": "c1"})  # a page model lacking fields
+    with pytest.raises(ReportTemplateError, match="no_such_page"):
+        render("no_such_page.html.j2")
+
+
+def test_every_page_template_extends_the_one_base_template():
+    from pipeline.outputs.templating import environment
+
+    env = environment()
+    pages = [n for n in env.list_templates() if n.endswith(".html.j2") and n not in ("base.html.j2", "macros.html.j2")]
+    assert sorted(pages) == ["batch_report.html.j2", "call_report.html.j2", "eval_report.html.j2"]
+    for name in pages:
+        source = env.loader.get_source(env, name)[0]
+        assert '{% extends "base.html.j2" %}' in source, name
+    assert env.autoescape is True
+
+
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")  # layout measures CJK with DejaVu; text stays text
+def test_call_text_drawn_into_the_timeline_svg_is_escaped_too():
+    result = escalating_result()
+    result["alerts"][0]["action"] = _HOSTILE  # the plot labels each alert with its action
+    svg = timeline_svg(result)
+    assert "<script>" not in svg and "<b>" not in svg
+    assert "&lt;script&gt;" in svg and "客户" in svg
+    page = _parse(render_call_html(result))
+    assert [t for t, _ in page.tags].count("script") == 0

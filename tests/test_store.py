@@ -316,3 +316,34 @@ def test_any_bytes_on_disk_open_cleanly_or_raise_store_error(tmp_path, body, wit
         pass
     finally:
         s.close()
+
+
+# The live alert log's tables as pipeline.live.outbox created them itself before schema step 3.
+_OLD_LIVE_TABLES = """
+CREATE TABLE live_alerts (seq INTEGER PRIMARY KEY AUTOINCREMENT, alert_id TEXT NOT NULL, state TEXT NOT NULL,
+    call_id TEXT NOT NULL, agent_id TEXT, body TEXT NOT NULL, created_at TEXT NOT NULL, acked_at TEXT,
+    acked_by TEXT, UNIQUE (alert_id, state));
+CREATE TABLE live_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, alert_seq INTEGER NOT NULL REFERENCES live_alerts(seq),
+    url TEXT NOT NULL, idempotency_key TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL, delivered_at TEXT, last_error TEXT);
+INSERT INTO live_alerts VALUES (1, 'c1-a1', 'raised', 'c1', 'a17', '{"id": "c1-a1"}', '2026-12-01T09:00:00', NULL, NULL);
+INSERT INTO live_outbox VALUES (1, 1, 'http://hook', 'c1-a1', 2, 1.5, NULL, 'HTTP 503');
+"""
+
+
+def test_a_version_2_live_database_keeps_its_alert_log_and_outbox_through_step_3(tmp_path):
+    from pipeline.outputs import store as store_module
+
+    path = tmp_path / "live.sqlite"
+    conn = sqlite3.connect(path)
+    for step in range(2):  # a database written by the callpulse before step 3
+        conn.executescript(f"BEGIN; {store_module._MIGRATIONS[step]} PRAGMA user_version = {step + 1}; COMMIT;")
+    conn.executescript(_OLD_LIVE_TABLES)
+    conn.close()
+    with Store.open(path) as s:
+        db = s.connection
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("SELECT alert_id, state FROM live_alerts").fetchall() == [("c1-a1", "raised")]
+        assert db.execute("SELECT id, idempotency_key, attempts, last_error, claimed_by FROM live_outbox").fetchall() \
+            == [(1, "c1-a1", 2, "HTTP 503", None)]
+        assert "worker_id" in [r[1] for r in db.execute("PRAGMA table_info(live_checkpoints)")]

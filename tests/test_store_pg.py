@@ -11,15 +11,19 @@ import pytest
 
 from pipeline.outputs import store as sqlite_store
 from pipeline.outputs import store_pg
-from pipeline.errors import ConfigError, StoreError
+from pipeline.errors import StoreError
 from pipeline.outputs.store_base import is_postgres_url, open_store, resolve_database
 from pipeline.outputs.store_pg import PgStore
+from pipeline.live.options import LiveOptions
+from pipeline.live.floor import open_alert_log
 
 from example_result import calm_zh_result, escalating_result, mono_result
 
-TABLES = ("calls", "segments", "alerts", "agent_shifts", "live_checkpoints")
+TABLES = ("calls", "segments", "alerts", "agent_shifts", "live_checkpoints", "live_alerts", "live_outbox",
+          "live_workers", "live_calls")
 # Values that are per-database by design: when a row was saved and the cursors handed out.
-PER_DATABASE = {"saved_at", "saved_seq", "rowid", "updated_at"}
+PER_DATABASE = {"saved_at", "saved_seq", "rowid", "updated_at", "created_at", "acked_at", "next_attempt_at",
+                "claimed_until", "heartbeat_at", "started_at"}
 
 
 def _both(tmp_path, pg_url):
@@ -60,7 +64,9 @@ def test_the_same_results_give_the_same_rows_in_both(tmp_path, pg_url):
     resaved = escalating_result("e1")
     resaved["alerts"][0]["cleared_at_s"] = 70.0
     order = {"calls": "call_id", "segments": "call_id, idx", "alerts": "id", "agent_shifts": "agent_id",
-             "live_checkpoints": "call_id"}
+             "live_checkpoints": "call_id", "live_alerts": "seq", "live_outbox": "id"}
+    live = LiveOptions(webhook_urls=("http://a/hook", "http://b/hook"), webhook_states=("raised", "cleared"))
+    raised = {"id": "e1-a1", "state": "raised", "call_id": "e1", "agent_id": "a17", "level": 0.8}
     with sqlite_store.Store.open(tmp_path / "r.sqlite") as lite, PgStore.open(pg_url) as pg:
         for s in (lite, pg):
             for r in results:
@@ -68,7 +74,11 @@ def test_the_same_results_give_the_same_rows_in_both(tmp_path, pg_url):
             s.save_call(resaved)
             s.save_shift("a17", {"agent_id": "a17", "hostile_s": 12.5, "calls": 2})
             s.save_checkpoint("live-1", escalating_result("live-1"), shift={"agent_id": "a17", "calls": 3})
-        for table in TABLES:
+            alerts = open_alert_log(s, live, worker_id="w1")
+            alerts.record(raised)
+            alerts.record({**raised, "state": "cleared"})
+            alerts.ack("e1-a1", by="sup:ack")
+        for table in order:
             cols = _columns_sqlite(lite.connection, table)
             lite_rows = _rows(lite.connection, table, cols, order[table])
             assert lite_rows, table
@@ -203,11 +213,13 @@ def test_a_dropped_connection_fails_one_operation_then_reconnects(pg_url, postgr
         assert s.connection.info.backend_pid != pid
 
 
-def test_the_live_service_refuses_a_postgresql_database_with_the_reason():
-    # Several live workers on one PostgreSQL are not built: the live alert log and outbox are SQLite.
+def test_the_live_service_takes_a_postgresql_database_and_an_unreachable_one_fails_with_the_reason():
+    # Several live workers share one PostgreSQL (tests/live/test_multiworker.py); a wrong URL fails
+    # before any model loads, saying where it tried and never the password.
     from pipeline.config import load_config
     from pipeline.live.server import LiveService
 
-    config = load_config().replace("live", database="postgresql://callpulse@127.0.0.1:1/callpulse")
-    with pytest.raises(ConfigError, match="not built yet"):
+    config = load_config().replace("live", database="postgresql://callpulse:s3cret@127.0.0.1:1/callpulse")
+    with pytest.raises(StoreError, match="cannot connect to the results database") as err:
         LiveService.from_config(config, insecure=True)
+    assert "127.0.0.1:1" in str(err.value) and "s3cret" not in str(err.value)

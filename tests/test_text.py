@@ -16,12 +16,12 @@ from support import skip_or_fail
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError, ModelUnavailableError
+from pipeline.evaluate.text_measure import measure_text_file
 from pipeline.text import (
     FLAGS,
     TextOptions,
     TextScorer,
     label_values_from_id2label,
-    measure_text_file,
     models_root,
 )
 
@@ -471,3 +471,16 @@ def test_measurement_counts_recalls_correctly(scorer, tmp_path):
     assert (m.n_texts, m.n_negative) == (4, 2)
     assert (m.recall_negative, m.recall_non_negative, m.uar) == (1.0, 1.0, 1.0)
     assert m.uar_at(-1.0) == 0.5
+
+
+def test_the_text_stage_is_split_by_concern_into_small_modules():
+    """Lexicon, flags, trained models and the transformers backend live in their own stage modules; the
+    names the engine and the tests import from ``pipeline.text`` stay there."""
+    import pipeline.text as text
+
+    for name in ("text", "text_lexicon", "text_flags", "text_linear", "text_transformers"):
+        lines = (REPO / "pipeline" / f"{name}.py").read_text(encoding="utf-8").count("\n")
+        assert lines <= 500, (name, lines)
+    for name in ("FLAGS", "TextOptions", "TextScore", "TextScorer", "label_values_from_id2label", "lexicon_score",
+                 "models_root"):
+        assert hasattr(text, name), name

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import DatasetError
-from pipeline.text import FLAGS, TextOptions, TextScorer, measure_flags, read_flag_phrases
+from pipeline.evaluate.text_measure import measure_flags, read_flag_phrases
+from pipeline.text import FLAGS, TextOptions, TextScorer
 
 PHRASES = Path(__file__).resolve().parent / "data" / "text_flag_phrases.tsv"
 
@@ -68,3 +69,29 @@ def test_precision_and_recall_are_counted_per_flag():
     assert (f["escalation_request"].precision, f["escalation_request"].recall) == (0.0, 0.0)
     assert f["escalation_request"].misses == ("hello there",)
     assert f["escalation_request"].false_alarms == ("我要投诉",)
+
+
+def test_flag_rules_stand_on_their_own_without_a_scorer():
+    """The flag module is usable alone (the explainable part: patterns in, flag names out)."""
+    from pipeline.resources import models_root
+    from pipeline.text_flags import find_flags, load_flag_patterns
+
+    patterns = load_flag_patterns(models_root() / "text")
+    assert find_flags(patterns, "i want to speak to your manager", "") == ("escalation_request",)
+    assert find_flags(patterns, "", "我要投诉") == ("escalation_request",)
+    # a negator just before an escalation or anger phrase cancels it; abuse stays abuse
+    assert find_flags(patterns, "i dont want to complain", "") == ()
+    assert find_flags(patterns, "", "我不是要投诉") == ()
+    assert find_flags(patterns, "", "您别生气") == ()
+    assert find_flags(patterns, "", "我很生气") == ("anger",)
+    assert find_flags(patterns, "", "") == ()
+
+
+def test_a_malformed_flag_pattern_line_names_file_and_line(tmp_path):
+    from pipeline.errors import ModelUnavailableError
+    from pipeline.text_flags import read_flag_patterns
+
+    bad = tmp_path / "flags_en.tsv"
+    bad.write_text("# comment\nabuse\tidiot\nshouting\tstop it\n", encoding="utf-8")
+    with pytest.raises(ModelUnavailableError, match=r"flags_en.tsv:3"):
+        read_flag_patterns(bad)

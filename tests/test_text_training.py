@@ -19,6 +19,7 @@ from pipeline.training.text import (
     write_model,
     zh_eval_units,
 )
+from pipeline.training.text_cut import CutRule
 
 ZH = FeatureSpec(char_orders=(1, 2, 3), word_orders=(), n_buckets=1 << 12, cjk_words=True)
 EN = FeatureSpec(char_orders=(3, 4), word_orders=(1, 2), n_buckets=1 << 12, cjk_words=False)
@@ -71,7 +72,8 @@ def test_the_figure_on_a_domain_comes_from_a_candidate_chosen_on_the_others():
 
     # "a" is perfect on 书籍 only, "b" on every other unit: 书籍 must be reported with "b".
     results = {"a": [fold(u, u[0] == "书籍") for u in units], "b": [fold(u, u[0] != "书籍") for u in units]}
-    rows = {r["unit"]: r for r in nested_report(cands, results, corpus, units, lambda p: p > 0.5)}
+    fixed_cut = CutRule(equal_prior_cut=0.5, lowest=0.5)  # the cut is not what this test is about
+    rows = {r["unit"]: r for r in nested_report(cands, results, corpus, units, fixed_cut)}
     assert rows["书籍"]["chosen"] == "b" and rows["书籍"]["uar"] == 0.0
     assert rows["水果"]["chosen"] == "b" and rows["水果"]["uar"] == 1.0
 
@@ -136,3 +138,102 @@ def test_cross_domain_figures_are_counted_by_hand():
     assert f["ece"] == pytest.approx(0.5 * abs(1.0 - 0.9) + 0.5 * abs(0.0 - 0.575))
     assert f["roc_auc"] == pytest.approx(0.75)
     assert _binary_figures([True], [{"label": "negative", "sentiment": -1.0, "p_negative": None}])["ece"] is None
+
+
+def _toy_matrix():
+    from scipy import sparse
+
+    # 6 rows, 4 n-gram buckets + 1 lexicon column; bucket 0 marks negatives, bucket 1 non-negatives.
+    dense = np.array([[1, 0, 1, 0, -0.5], [1, 0, 0, 1, -0.2], [1, 1, 0, 0, 0.0],
+                      [0, 1, 1, 0, 0.4], [0, 1, 0, 1, 0.1], [0, 1, 0, 0, 0.3]], np.float32)
+    return sparse.csr_matrix(dense), np.array([1, 1, 1, 0, 0, 0], bool)
+
+
+def test_log_count_ratio_points_to_the_class_a_feature_marks():
+    from pipeline.training.text import log_count_ratio
+
+    X, y = _toy_matrix()
+    r = log_count_ratio(X[:, :4], y)
+    assert r[0] > 0 > r[1]  # bucket 0 is in 3 of 3 negatives, bucket 1 in 3 of 3 non-negatives (and one negative)
+    assert r[2] == pytest.approx(r[3])  # each in one row of either class
+
+
+@pytest.mark.parametrize("mix", ["lr", "nb", "lr+nb"])
+def test_every_mix_collapses_into_one_weight_vector(mix):
+    """What is shipped (weights over the buckets, the lexicon weight, a bias) scores exactly like the
+    fitted candidate, NB ratios included: LinearTextModel needs no notion of how it was trained."""
+    from pipeline.training.text import decision, fit_candidate, fit_logistic, log_count_ratio
+
+    X, y = _toy_matrix()
+    spec = FeatureSpec(char_orders=(1,), word_orders=(), n_buckets=4, cjk_words=True)
+    cand = Candidate("t", "ngram", spec, 1.0, True, mix)
+    rows = np.array([True, True, False, True, True, False])
+    w, b = fit_candidate(cand, X, y, rows)
+    assert w.shape == (5,)
+    lr = fit_logistic(X[rows], y[rows], 1.0)
+    r = np.append(log_count_ratio(X[rows][:, :4], y[rows]), 1.0).astype(np.float32)
+    from scipy import sparse
+
+    Xr = X @ sparse.diags(r)
+    nb = fit_logistic(Xr[rows], y[rows], 1.0)
+    expected = {"lr": lr.decision_function(X), "nb": nb.decision_function(Xr),
+                "lr+nb": (lr.decision_function(X) + nb.decision_function(Xr)) / 2}[mix]
+    assert decision(X, w, b) == pytest.approx(expected, abs=1e-5)
+
+
+def test_an_unknown_mix_is_refused():
+    with pytest.raises(ValueError, match="mix"):
+        Candidate("t", "ngram", ZH, 1.0, True, "svm")
+
+
+def test_the_cut_stays_at_equal_prior_when_recall_is_enough_and_is_lowered_only_as_far_as_needed():
+    rule = CutRule(equal_prior_cut=0.52, recall_target=0.80, lowest=0.30)
+    y = np.array([True] * 10 + [False] * 10)
+    confident = np.array([0.9] * 9 + [0.1] + [0.1] * 10)  # recall 0.9 at 0.52
+    assert rule.choose([confident], [y]) == 0.52
+    # 7 negatives far above, 3 at 0.45: mean recall 0.7 until the cut drops below 0.45
+    shy = np.array([0.9] * 7 + [0.45] * 3 + [0.1] * 10)
+    assert rule.choose([shy], [y]) == 0.44
+    # the mean over units counts, not the pooled rows
+    assert rule.choose([confident, shy], [y, y]) == 0.52
+    hopeless = np.array([0.05] * 10 + [0.1] * 10)
+    assert rule.choose([hopeless], [y]) == 0.30
+
+
+def test_a_lower_cut_makes_the_scorer_call_a_doubtful_turn_negative():
+    import dataclasses
+
+    scorer = TextScorer.load(TextOptions())
+    text = "i have a question about the fee on my statement from last month"  # long enough to be scored
+    p = scorer.p_negative(text)
+    assert p is not None and 0.2 < p < 0.8
+    en = scorer._trained["en"]
+    eager = scorer.with_trained_model(dataclasses.replace(en, negative_from_p=p - 0.15))
+    shy = scorer.with_trained_model(dataclasses.replace(en, negative_from_p=min(0.99, p + 0.01)))
+    assert shy.score(text, language="en").label != "negative"
+    assert eager.score(text, language="en").label == "negative"
+    assert eager.score(text, language="en").sentiment < shy.score(text, language="en").sentiment
+    assert eager.p_negative(text) == p  # the cut moves the decision, not the calibrated probability
+
+
+def test_retraining_one_language_keeps_the_other_and_the_cut_is_stored(tmp_path):
+    spec = FeatureSpec(char_orders=(1,), word_orders=(), n_buckets=8, cjk_words=True)
+    cand = Candidate("c", "ngram", spec, 1.0, False)
+
+    def fitted(cut):
+        return {"weights": np.zeros(8, np.float32), "candidate": cand, "chosen": "c", "lexicon_weight": 0.0,
+                "bias": 0.0, "platt": (1.0, 0.0), "p_cut": cut, "n_train": 2, "n_negative_train": 1,
+                "nested": [], "candidates": []}
+
+    write_model(tmp_path, {"zh": fitted(0.52), "en": fitted(0.52)}, {"licence": "not stated"})
+    _models, first = load_models(tmp_path)
+    write_model(tmp_path, {"en": fitted(0.44)}, {"licence": "not stated"}, keep={"zh": first["models"]["zh"]})
+    models, card = load_models(tmp_path)
+    assert card["models"]["zh"] == first["models"]["zh"]
+    assert models["zh"].negative_from_p == pytest.approx(0.4)
+    assert models["en"].negative_from_p == pytest.approx((0.44 - 0.2) / 0.8)
+    raw = json.loads((tmp_path / "trained.json").read_text(encoding="utf-8"))
+    raw["models"]["en"]["negative_from_p"] = 1.5
+    (tmp_path / "trained.json").write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(ModelUnavailableError, match="negative_from_p"):
+        load_models(tmp_path)

@@ -50,7 +50,8 @@ def analyze_call(item: Item, *, engine, config) -> dict[str, Any]:
 
     p = item.payload
     result = analyze_file(p["path"], engine=engine, config=config, agent_channel=p["agent_channel"],
-                          agent_id=p["agent_id"], call_id=p["call_id"], started_at=p["started_at"])
+                          agent_id=p["agent_id"], call_id=p["call_id"], started_at=p["started_at"],
+                          live_timing=True)  # evaluation measures what a live floor would see
     summary = result.get("summary", {})
     return {
         "duration_s": result.get("duration_s"),

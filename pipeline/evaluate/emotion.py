@@ -140,7 +140,7 @@ def score_turns(vectors: dict, encodings: dict, speakers: list[str], truths: lis
     shipped heads as-is."""
     from ..training.emotion_turn import (TurnData, calm_label_flags, calm_predicted_flags, out_of_fold,
                                          turn_names)
-    from ..training.emotion import loso_temperature
+    from ..training.emotion_calibration import loso_temperature
 
     norm = "speaker" if options.speaker_baseline else "global"
     rate = "8k-mulaw" if options.telephone else "native"

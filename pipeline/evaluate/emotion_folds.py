@@ -31,7 +31,8 @@ import safetensors.numpy
 
 from ..emotion import (CLASSES, HIGH_AROUSAL, META_FILE, MODEL_FILE, EmotionModel, Head, default_model_dir,
                        resolve_model_dir)
-from ..training.emotion import baseline_means, fit_logistic, fit_temperature, pooled_within_std
+from ..training.emotion_calibration import fit_temperature
+from ..training.emotion_heads import _standardise, baseline_means, fit_logistic, pooled_within_std
 from ..errors import EvaluationError
 
 log = logging.getLogger("pipeline.evaluate.emotion_folds")
@@ -73,11 +74,6 @@ def read_recipe(model: EmotionModel) -> dict:
             "trained on, or pass --protocol as-is (figures are then in-corpus, not speaker-independent)"
         ) from exc
     return recipe
-
-
-def _standardise(x: np.ndarray, mean: np.ndarray, scale: np.ndarray, clip: float) -> np.ndarray:
-    z = (x - mean) / scale
-    return np.clip(np.where(np.isfinite(z), z, 0.0), -clip, clip)
 
 
 @dataclass(frozen=True)

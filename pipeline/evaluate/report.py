@@ -1,12 +1,14 @@
 """Evaluation outputs: ``metrics.json`` (every figure plus provenance) and ``report.html`` with PNG plots.
 
+The HTML comes from the Jinja2 template ``pipeline/outputs/templates/eval_report.html.j2`` (autoescaped,
+the same base template as the call report).
+
 Plots use matplotlib's object API on an Agg canvas (no pyplot global state), so they render headless
 and from worker threads.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import importlib.metadata
 import json
 import os
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..outputs.files import write_text_atomic
+from ..outputs.templating import Markup, macro, render
 from .metrics import Calibration, Confusion
 
 log = logging.getLogger("pipeline.evaluate.report")
@@ -31,7 +35,8 @@ PACKAGES = ("callpulse", "numpy", "scipy", "soundfile", "soxr", "librosa", "fast
 
 @dataclass(frozen=True)
 class Section:
-    """A titled block of the HTML report (``body`` is trusted HTML built by this package)."""
+    """A titled block of the HTML report. ``body`` is trusted HTML built by this package (:func:`table`,
+    :func:`confusion_table`, fixed text around figures); the title is escaped."""
 
     title: str
     body: str
@@ -134,6 +139,8 @@ def write_metrics(path: Path, *, results: Sequence[EvalResult], run_provenance: 
 
 
 # --- HTML -------------------------------------------------------------------------------------------
+# The page is pipeline/outputs/templates/eval_report.html.j2 (it extends the base template the call
+# report uses); these helpers build section bodies from the same template macros, so every cell is escaped.
 
 def fmt(value: Any, *, digits: int = 3) -> str:
     if value is None:
@@ -145,49 +152,28 @@ def fmt(value: Any, *, digits: int = 3) -> str:
     return str(value)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Markup:
+    """An HTML table (escaped, cells formatted by :func:`fmt`) for a :class:`Section` body."""
+    return macro("macros.html.j2", "table", [str(h) for h in headers], [[fmt(c) for c in row] for row in rows])
 
 
-def confusion_table(conf: Confusion) -> str:
+def confusion_table(conf: Confusion) -> Markup:
     rows = [[f"truth: {label}", *conf.counts[i], conf.recall(label)] for i, label in enumerate(conf.labels)]
     return table(["", *(f"pred: {label}" for label in conf.labels), "recall"], rows)
 
 
-_CSS = """body{font-family:system-ui,"Noto Sans CJK SC","Noto Sans SC","PingFang SC","Microsoft YaHei",
-"WenQuanYi Micro Hei",sans-serif;margin:2em;max-width:70em;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.2em}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;margin:4px}
-pre{background:#f7f7f7;padding:8px;overflow-x:auto}h2{border-bottom:1px solid #ddd}"""
-
-
 def write_report(path: Path, *, title: str, results: Sequence[EvalResult],
                  run_provenance: Mapping[str, Any]) -> Path:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p>{html.escape(run_provenance.get('date_utc', ''))} · "
-             f"<code>{html.escape(run_provenance.get('command', ''))}</code></p>"]
-    for result in results:
-        parts.append(f"<h2>{html.escape(result.name)}</h2>")
-        if result.summary:
-            parts.append("<pre>" + html.escape("\n".join(result.summary)) + "</pre>")
-        for section in result.sections:
-            parts.append(f"<h3>{html.escape(section.title)}</h3>{section.body}")
-            for img in section.images:
-                rel = os.path.relpath(img, path.parent)
-                parts.append(f'<img src="{html.escape(rel)}" alt="{html.escape(Path(img).stem)}">')
-        if result.failed_items:
-            parts.append("<h3>Failed items</h3>" + table(["item", "error"], [
-                [f.get("key", ""), f.get("error", "")] for f in result.failed_items]))
-    versions = run_provenance.get("packages", {})
-    parts.append("<h2>Provenance</h2>" + table(["package", "version"], sorted(versions.items())))
-    parts.append("<pre>" + html.escape(json.dumps(run_provenance.get("models", {}), indent=2,
-                                                  ensure_ascii=False, default=_json_default)) + "</pre>")
-    parts.append("</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(parts), encoding="utf-8")
+    """Write ``report.html``: each evaluation's summary lines, sections (tables, plots) and failed items,
+    then the package versions and models behind the figures."""
+    page = render(
+        "eval_report.html.j2", title=title, results=results,
+        date=str(run_provenance.get("date_utc", "")), command=str(run_provenance.get("command", "")),
+        image_src=lambda img: os.path.relpath(img, path.parent), image_alt=lambda img: Path(img).stem,
+        failed_rows=[[(fmt(f.get("key", "")), fmt(f.get("error", ""))) for f in r.failed_items] for r in results],
+        packages=[(fmt(k), fmt(v)) for k, v in sorted(run_provenance.get("packages", {}).items())],
+        models_json=json.dumps(run_provenance.get("models", {}), indent=2, ensure_ascii=False, default=_json_default))
+    write_text_atomic(path, page)
     return path
 
 

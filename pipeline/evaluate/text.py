@@ -15,7 +15,7 @@ Each manifest (a *set*) is reported on its own:
 With no manifests given, the default sets are the data the trained backend was trained on, so scoring the
 shipped model on them would be in-sample. Instead the *cross-domain* view is run: for every Mandarin
 domain (10 shopping categories + ChnSentiCorp hotels) and every English brand fold, the shipped recipe is
-refitted without that domain (``pipeline/text_training.fold_models``), calibrated on the other domains,
+refitted without that domain (``pipeline/evaluate/text_folds.py``), calibrated on the other domains,
 and the whole trained scorer with that fold model scores the left-out rows, side by side with the lexicon
 backend on the same rows. Negative recall, negative-vs-rest UAR, AUC and the ECE of the calibrated
 P(negative) are reported per domain, with the nested figures of ``scripts/train_text.py`` (recipe chosen
@@ -219,7 +219,7 @@ def evaluate_cross_domain(*, options: TextEvalOptions, config, run: RunOptions, 
 
     from ..text import TextScorer
     from ..text_linear import load_models
-    from ..training.text import fold_models
+    from .text_folds import fold_models
 
     folder = Path(config.text.lexicon_dir) if config.text.lexicon_dir else models_root() / "text"
     _models, card = load_models(folder)
@@ -237,7 +237,8 @@ def evaluate_cross_domain(*, options: TextEvalOptions, config, run: RunOptions, 
         entry = card["models"][lang]
         nested = {r["unit"]: r for r in entry.get("cross_domain", [])}
         corpus, folds = fold_models(lang, entry, data_text, cache_dir / "text-folds",
-                                    also_look_in=(repo_root() / ".cache" / "text",))
+                                    also_look_in=(repo_root() / ".cache" / "text",),
+                                    negative_below=trained.options.negative_below)
         for name, test, model in folds:
             idx = np.flatnonzero(test)[:: options.cross_domain_every]
             if options.limit:

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import TapProtocolError
 from ..events import AlertEvent, CallEnded, LevelUpdate, StageError, TranscriptEvent
+from .asr_pool import AsrPool, AsrPoolOptions, AsrSkipped, auto_batch
 from .options import LiveOptions
 from .taps import CallMeta, RoleAudio
 from .taps.aligner import Aligner
@@ -83,6 +84,16 @@ class LiveCall:
     def sample_rate_hz(self) -> int:
         return self.meta.sample_rate_hz
 
+    def release(self) -> None:
+        """The call has ended and its result is taken: drop the session (its audio rings, models' per-call
+        state), the aligner's buffers and the tap's callback. What the API shows of an ended call
+        (``summary``, ``result``) stays; a server keeps ``live.recent_calls`` of these, not sessions."""
+        self.session = None
+        self.aligner = None
+        self.pending = []
+        self.pending_samples = 0
+        self.notify = None
+
     def note_malformed(self, error: Exception) -> None:
         self.malformed += 1
         # Log the first few and then every 1000th, so a flood cannot flood the log too.
@@ -128,13 +139,17 @@ class CallManager:
         self.call_info = call_info
         self.live: dict[str, LiveCall] = {}
         self.recent: deque[LiveCall] = deque(maxlen=options.recent_calls)
-        # Whisper windows run in their own pool so a call's acoustic path never waits behind ASR; one
-        # thread by default because each transcription already uses [asr] cpu_threads cores.
+        # Whisper windows of every call go through one shared scheduler (live/asr_pool.py) that batches
+        # them, in their own threads so a call's acoustic path never waits behind ASR; one thread by
+        # default because each transcription already uses [asr] cpu_threads cores.
         self.transcriber = getattr(engine, "transcriber", None)
         self.defer_asr = options.asr_mode == "deferred" and self.transcriber is not None
         self.asr_executor = (ThreadPoolExecutor(max_workers=options.asr_workers, thread_name_prefix="callpulse-asr")
                              if self.defer_asr else None)
-        self.asr_waiting = 0
+        self.asr_pool = (AsrPool(self.transcriber, self.asr_executor,
+                                 AsrPoolOptions(max_batch=options.asr_batch or auto_batch(self.transcriber),
+                                                max_per_call=options.asr_batch_per_call, workers=options.asr_workers))
+                         if self.defer_asr else None)
         self._asr_warned = 0.0
 
     # --- opening -----------------------------------------------------------------------------
@@ -292,6 +307,8 @@ class CallManager:
                         await self._checkpoint(call)
                 if call.state == "ending":
                     break
+            if self.asr_pool is not None:
+                self.asr_pool.drop_call(call.call_id)  # finish() transcribes what is still open itself
             async with call.lock:
                 events = await loop.run_in_executor(self.executor, call.session.finish)
             self._dispatch(call, events)
@@ -312,6 +329,7 @@ class CallManager:
             try:
                 await _maybe_await(self.on_ended(call))
             finally:
+                call.release()
                 call.done.set()
                 self.on_update("call", call.call_id, call.summary())
 
@@ -339,40 +357,42 @@ class CallManager:
         except Exception:  # a failing checkpoint must not end the call; the log says why
             log.exception("call %s: checkpoint failed", call.call_id, extra={"call_id": call.call_id})
 
+    @property
+    def asr_waiting(self) -> int:
+        """Windows queued or being transcribed, all calls together (the ``callpulse_asr_waiting`` gauge)."""
+        pool = self.asr_pool
+        return 0 if pool is None else pool.queued + pool.in_flight
+
     def _schedule_asr(self, call: LiveCall) -> None:
         take = getattr(call.session, "take_asr_jobs", None)
         if not self.defer_asr or take is None:
             return
         for job in take():
-            if getattr(job, "interim", False) and self.asr_waiting > 0:
-                continue  # policy when behind: previews are skipped (final windows never are)
-            self.asr_waiting += 1
-            asyncio.get_running_loop().create_task(self._asr(call, job), name=f"asr-{call.call_id}-{job.id}")
+            # queue policy (oldest first, a per-call bound per batch, previews skipped first): asr_pool.py
+            future = self.asr_pool.submit(call.call_id, job)
+            asyncio.get_running_loop().create_task(self._asr(call, job, future), name=f"asr-{call.call_id}-{job.id}")
         now = time.monotonic()
-        if self.asr_waiting > 2 * max(1, len(self.live)) and now - self._asr_warned > 10:
+        waiting = self.asr_waiting
+        if waiting > 2 * max(1, len(self.live)) and now - self._asr_warned > 10:
             # Policy when the machine falls behind: transcripts queue up (never dropped, never blocking
             # audio or alerts); their text cues arrive late. Say so.
             self._asr_warned = now
             log.warning("%d transcription windows waiting for %d live calls: texts lag; acoustic alerts are "
                         "unaffected (fewer calls, [asr] model tiny.en, or more live.asr_workers on more cores)",
-                        self.asr_waiting, len(self.live))
+                        waiting, len(self.live))
 
-    async def _asr(self, call: LiveCall, job: Any) -> None:
+    async def _asr(self, call: LiveCall, job: Any, future: asyncio.Future) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            try:
-                window: Any = await loop.run_in_executor(self.asr_executor, job.run, self.transcriber)
-            except Exception as exc:  # handed to the session, which records a stage error for the call
-                window = exc
-        finally:
-            self.asr_waiting -= 1
-        if call.state == "ended":
-            return  # finish() transcribed it already
+        window: Any = await future  # a WindowResult, the exception the window raised, or AsrSkipped
+        if call.state == "ended" or (isinstance(window, AsrSkipped) and not getattr(job, "interim", False)):
+            return  # finish() transcribes what is still open itself
         async with call.lock:
             if call.state == "ended":
                 return
+            # a skipped preview goes back too: the session frees the turn's preview slot (no error)
             events = await loop.run_in_executor(self.executor, call.session.apply_asr, job, window)
         self._dispatch(call, events)
+        self._schedule_asr(call)  # a session that waited for this window may have queued new ones going on
 
     def _dispatch(self, call: LiveCall, events: list) -> None:
         for event in events:
@@ -411,13 +431,12 @@ class CallManager:
         """The engine's per-call JSON as far as the call has got (taken between two feeds)."""
         if call.result is not None:
             return call.result
-        result = getattr(call.session, "result", None)
-        if not callable(result):
-            return {"call_id": call.call_id, "alerts": call.alerts, "level": call.level}
         async with call.lock:
             if call.result is not None:
                 return call.result
-            return await asyncio.get_running_loop().run_in_executor(self.executor, result)
+            if call.session is None:  # ended without a result (the engine failed); its session is released
+                return {"call_id": call.call_id, "alerts": call.alerts, "level": call.level}
+            return await asyncio.get_running_loop().run_in_executor(self.executor, call.session.result)
 
     async def close_all(self, *, reason: str, timeout_s: float) -> None:
         """End every live call and wait (bounded) for their results (service shutdown)."""
@@ -427,6 +446,8 @@ class CallManager:
             self.end(call, reason=reason)
         if calls:
             await asyncio.wait([asyncio.ensure_future(c.done.wait()) for c in calls], timeout=timeout_s)
+        if self.asr_pool is not None:
+            await self.asr_pool.close()
         if self.asr_executor is not None:
             self.asr_executor.shutdown(wait=False, cancel_futures=True)
 

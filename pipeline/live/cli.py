@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, help="HTTP/WebSocket port (default [live] port; 0 = any free)")
     serve.add_argument("--sip-port", type=int, help="SIP UDP port (default [live] sip_port; -1 = no SIP)")
     serve.add_argument("--audiosocket-port", type=int, help="AudioSocket TCP port (-1 = none)")
-    serve.add_argument("--database", help="SQLite file for calls, alerts and the webhook outbox")
+    serve.add_argument("--database", help="SQLite file, or postgresql://user@host/db shared by several workers, "
+                       "for calls, alerts, agent shifts and the webhook outbox")
     serve.add_argument("--webhook", action="append", default=[], help="webhook URL (repeatable; adds to config)")
     serve.add_argument("--insecure", action="store_true",
                        help="run without a token (loopback addresses only)")

@@ -4,6 +4,9 @@ Each subscriber has two lanes. Alerts go into a lane that is never dropped or co
 sent first; level updates, transcripts and call changes go into a lane keyed by (kind, call) where a
 newer update replaces an older one still unsent. A slow dashboard therefore sees fewer level ticks,
 never a late or missing alert, and no subscriber can grow the server's memory without bound.
+
+An alert with a ``seq`` (its place in the alert log) is published once: with several workers on one
+database (pipeline.live.floor) the same alert reaches the hub both from this worker and from the log.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 log = logging.getLogger("pipeline.live.feed")
+
+_SEEN_SEQS = 4096  # alert seqs remembered for de-duplication (far more than one poll window)
 
 
 @dataclass(eq=False)
@@ -42,6 +47,8 @@ class FeedHub:
         self.max_updates = max_updates
         self._subscribers: set[Subscriber] = set()
         self._counter = itertools.count(1)
+        self._seen_seqs: set[int] = set()
+        self._seen_order: deque = deque()
 
     def subscribe(self) -> Subscriber:
         sub = Subscriber(self.max_updates)
@@ -56,6 +63,14 @@ class FeedHub:
         return len(self._subscribers)
 
     def publish_alert(self, alert: dict) -> None:
+        seq = alert.get("seq")
+        if seq is not None:
+            if seq in self._seen_seqs:
+                return
+            self._seen_seqs.add(seq)
+            self._seen_order.append(seq)
+            if len(self._seen_order) > _SEEN_SEQS:
+                self._seen_seqs.discard(self._seen_order.popleft())
         for sub in self._subscribers:
             sub.alerts.append(alert)
             sub.wake.set()

@@ -11,6 +11,11 @@ Each service has its own registry: two services in one process (tests) never sha
 | ``callpulse_audio_backlog_seconds`` | gauge | audio received but not yet analysed, summed over live calls |
 | ``callpulse_audio_backlog_max_seconds`` | gauge | the most behind live call |
 | ``callpulse_asr_queue_depth`` | gauge | transcription windows waiting or running (deferred ASR) |
+| ``callpulse_asr_queued`` | gauge | windows waiting for the shared ASR (not yet handed to the model) |
+| ``callpulse_asr_queued_final`` | gauge | of those, final windows (the rest are interim previews) |
+| ``callpulse_asr_windows_total``, ``callpulse_asr_batches_total`` | counter | windows transcribed, model calls |
+| ``callpulse_asr_interim_skipped_total`` | counter | previews skipped because the ASR was behind |
+| ``callpulse_asr_busy_seconds_total`` | counter | seconds the ASR workers spent transcribing |
 | ``callpulse_alerts_raised_total{kind}`` | counter | alerts raised (caller_agitation, agent_strain) |
 | ``callpulse_alerts_cleared_total{kind}`` | counter | alerts cleared |
 | ``callpulse_webhook_retries_total`` | counter | failed webhook attempts (each is retried) |
@@ -78,6 +83,19 @@ class LiveMetrics:
                      max(backlogs, default=0.0))
         yield _gauge("callpulse_asr_queue_depth", "Transcription windows waiting or running (deferred ASR).",
                      getattr(svc.calls, "asr_waiting", 0))
+        pool = getattr(svc.calls, "asr_pool", None)
+        if pool is not None:
+            yield _gauge("callpulse_asr_queued", "Windows waiting for the shared ASR.", pool.queued)
+            yield _gauge("callpulse_asr_queued_final", "Final windows waiting for the shared ASR (not previews).",
+                         pool.queued_final)
+            c = pool.counters
+            yield CounterMetricFamily("callpulse_asr_windows", "Windows transcribed.", value=c.windows)
+            yield CounterMetricFamily("callpulse_asr_batches", "Batched transcription calls (windows of several "
+                                      "calls in one).", value=c.batches)
+            yield CounterMetricFamily("callpulse_asr_interim_skipped", "Interim previews skipped because the ASR "
+                                      "was behind.", value=c.skipped_interim)
+            yield CounterMetricFamily("callpulse_asr_busy_seconds", "Seconds the ASR workers spent transcribing.",
+                                      value=c.busy_s)
         with self._lock:
             alerts = dict(self._alerts)
             ended, ended_malformed, ended_dropped = self._ended, self._ended_malformed, self._ended_dropped_s

@@ -48,6 +48,8 @@ class LiveOptions:
     workers: int = 2
     asr_mode: str = "deferred"
     asr_workers: int = 1
+    asr_batch: int = 0  # windows per batched ASR call (pipeline/live/asr_pool.py); 0 = auto: 8 on a GPU, 1 on CPU
+    asr_batch_per_call: int = 2  # fairness: at most this many windows of one call in one batch
     recent_calls: int = 50
     transcript_tail: int = 6
     feed_queue: int = 512
@@ -56,6 +58,11 @@ class LiveOptions:
     webhook_timeout_s: float = 5.0
     webhook_backoff_initial_s: float = 1.0
     webhook_backoff_max_s: float = 60.0
+    # Several workers on one PostgreSQL (pipeline.live.floor); unused on SQLite.
+    worker_id: str = ""
+    worker_heartbeat_s: float = 1.0
+    worker_dead_after_s: float = 10.0
+    webhook_lease_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("audio_fork_mono_role", "twilio_inbound_role", "sip_single_stream_role"):
@@ -81,8 +88,9 @@ class LiveOptions:
             raise ValueError("live.max_body_bytes must be 256..1048576")
         if self.asr_mode not in ("deferred", "inline"):
             raise ValueError(f"live.asr_mode must be 'deferred' or 'inline', got {self.asr_mode!r}")
-        if self.asr_workers < 1:
-            raise ValueError("live.asr_workers must be at least 1")
+        if self.asr_workers < 1 or self.asr_batch < 0 or self.asr_batch_per_call < 1:
+            raise ValueError("live.asr_workers and live.asr_batch_per_call must be at least 1, live.asr_batch >= 0 "
+                             "(0 = auto)")
         if self.jitter_buffer_ms < 0 or self.max_skew_ms < 20:
             raise ValueError("live.jitter_buffer_ms must be >= 0 and live.max_skew_ms >= 20")
         for state in self.webhook_states:
@@ -90,6 +98,13 @@ class LiveOptions:
                 raise ValueError(f"live.webhook_states holds 'raised' and/or 'cleared', got {state!r}")
         if self.webhook_backoff_initial_s <= 0 or self.webhook_backoff_max_s < self.webhook_backoff_initial_s:
             raise ValueError("live.webhook_backoff_initial_s must be > 0 and <= webhook_backoff_max_s")
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            raise ValueError("live.webhook_lease_s must be longer than live.webhook_timeout_s (a claim must outlast "
+                             "the POST it covers, or a second worker could send the same alert)")
+        if self.worker_heartbeat_s <= 0 or self.worker_dead_after_s < 2 * self.worker_heartbeat_s:
+            raise ValueError("live.worker_heartbeat_s must be > 0 and live.worker_dead_after_s at least twice it")
+        if len(self.worker_id) > 128:
+            raise ValueError("live.worker_id is at most 128 characters")
 
     @property
     def twilio_outbound_role(self) -> str:

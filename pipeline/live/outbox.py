@@ -7,6 +7,10 @@ alert, so a receiver that honours the key still sees both), marks them delivered
 otherwise retries with exponential backoff for as long as it takes: a dead endpoint delays an alert,
 a restart resumes where it stopped, nothing is dropped. Delivery is at-least-once; the key is what
 makes it exactly-once for the receiver.
+
+The tables are schema step 3 of the stores (pipeline.outputs.store). The backend follows the store
+(:func:`pipeline.live.floor.open_alert_log`): SQLite here, PostgreSQL in :mod:`pipeline.live.outbox_pg`,
+where several live workers share one outbox and each due row is claimed by exactly one of them.
 """
 from __future__ import annotations
 
@@ -22,36 +26,11 @@ from datetime import datetime, timezone
 
 import aiohttp
 
+from ..errors import PipelineError
 from .options import LiveOptions
 from .security import SIGNATURE_HEADER, sign_webhook
 
 log = logging.getLogger("pipeline.live.outbox")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS live_alerts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    call_id TEXT NOT NULL,
-    agent_id TEXT,
-    body TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    acked_at TEXT,
-    acked_by TEXT,
-    UNIQUE (alert_id, state)
-);
-CREATE TABLE IF NOT EXISTS live_outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert_seq INTEGER NOT NULL REFERENCES live_alerts(seq),
-    url TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    delivered_at TEXT,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS live_outbox_due ON live_outbox (delivered_at, next_attempt_at);
-"""
 
 
 def utc_now() -> str:
@@ -87,8 +66,11 @@ class AlertLog:
         self.options = options
         self.lock = lock if lock is not None else threading.RLock()
         with self.lock:
-            self.db.executescript(SCHEMA)
-            self.db.commit()
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'live_outbox'").fetchone() is None:
+                # a bare connection (a store-opened one has the tables): the store's schema, all of it
+                from ..outputs.store import migrate
+
+                migrate(self.db, "the live alert log")
 
     @_locked
     def record(self, alert: dict) -> dict | None:
@@ -219,6 +201,7 @@ class WebhookSender:
         self.wake = asyncio.Event()
         self._rng = random.Random()
         self._sem = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._inflight: set[int] = set()
         self.delivered = 0
         self.failures = 0
@@ -227,11 +210,20 @@ class WebhookSender:
         timeout = aiohttp.ClientTimeout(total=self.options.webhook_timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             while True:
-                batch = [d for d in self.alerts.due(now=time.time()) if d.id not in self._inflight]
+                # Claim no more than can be sent now: on a shared outbox a claim is a lease, and a row
+                # queued here behind the semaphore would hold it while another worker could send it.
+                free = self._concurrency - len(self._inflight)
+                try:
+                    due = self.alerts.due(now=time.time(), limit=free) if free > 0 else []
+                    next_at = self.alerts.next_due_at()
+                except (PipelineError, sqlite3.Error) as exc:
+                    # the database is down: the rows wait there; try again shortly rather than stop sending
+                    log.error("webhook outbox unreadable (%s); retrying in 1 s", exc)
+                    due, next_at = [], None
+                batch = [d for d in due if d.id not in self._inflight]
                 for delivery in batch:
                     self._inflight.add(delivery.id)
                     asyncio.create_task(self._deliver(http, delivery))
-                next_at = self.alerts.next_due_at()
                 wait = 1.0 if next_at is None else min(max(next_at - time.time(), 0.05), 1.0)
                 self.wake.clear()
                 try:
@@ -257,16 +249,22 @@ class WebhookSender:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         try:
-            if error is None:
-                self.alerts.mark_delivered(delivery.id)
-                self.delivered += 1
-                log.info("webhook %s delivered %s", delivery.url, delivery.key)
-            else:
-                self.failures += 1
-                delay = backoff_s(self.options, delivery.attempts + 1, rng=self._rng)
-                self.alerts.mark_failed(delivery.id, error=error, retry_at=time.time() + delay)
-                log.warning("webhook %s failed for %s (%s, attempt %d); retrying in %.1f s",
-                            delivery.url, delivery.key, error, delivery.attempts + 1, delay)
+            self._settle(delivery, error)
+        except (PipelineError, sqlite3.Error) as exc:
+            # not marked: the row stays due (its claim lapses) and is sent again, which the key makes safe
+            log.error("webhook %s for %s: could not mark the outcome (%s)", delivery.url, delivery.key, exc)
         finally:
             self._inflight.discard(delivery.id)
             self.wake.set()
+
+    def _settle(self, delivery: Delivery, error: str | None) -> None:
+        if error is None:
+            self.alerts.mark_delivered(delivery.id)
+            self.delivered += 1
+            log.info("webhook %s delivered %s", delivery.url, delivery.key)
+            return
+        self.failures += 1
+        delay = backoff_s(self.options, delivery.attempts + 1, rng=self._rng)
+        self.alerts.mark_failed(delivery.id, error=error, retry_at=time.time() + delay)
+        log.warning("webhook %s failed for %s (%s, attempt %d); retrying in %.1f s",
+                    delivery.url, delivery.key, error, delivery.attempts + 1, delay)

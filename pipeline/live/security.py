@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import os
 import time
 from typing import Any, Iterable
 from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+from .options import LiveOptions
 
 SIGNATURE_HEADER = "X-Callpulse-Signature"
 DEFAULT_TOLERANCE_S = 300
@@ -152,3 +157,28 @@ def verify_webhook(secret: str, header: str | None, body: bytes, *, tolerance_s:
         return False
     expected = hmac.new(secret.encode("utf-8"), f"{t}.".encode("ascii") + body, hashlib.sha256).hexdigest()
     return any(hmac.compare_digest(expected, v) for v in fields.get("v1", []))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_token(options: LiveOptions, *, insecure: bool) -> str | None:
+    token = os.environ.get("CALLPULSE_TOKEN") or options.token
+    if token:
+        if len(token) < 16:
+            raise ConfigError("the live token must be at least 16 characters (CALLPULSE_TOKEN or [live] token); "
+                              "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'")
+        return token
+    if not insecure:
+        raise ConfigError("no live token configured: set CALLPULSE_TOKEN (or [live] token), or pass --insecure "
+                          "to run without one on a loopback address only")
+    if not is_loopback(options.host):
+        raise ConfigError(f"--insecure is only allowed on a loopback address, not {options.host}; "
+                          "configure a token to listen elsewhere")
+    return None

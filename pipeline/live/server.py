@@ -12,8 +12,6 @@ granted). Requests are parsed strictly: a bad path, query or body is a 4xx, neve
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -28,13 +26,16 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import ConfigError, PipelineError
+from ..errors import PipelineError
+from ..outputs.sink import ResultSink
+from ..seams import CallEngine
 from .calls import CallManager, LiveCall, default_call_info
 from .feed import FeedHub, sse_event
 from .ingest import SERVICE_KEY, AudioSocketServer, audio_fork_handler, twilio_handler
 from .options import LiveOptions
-from .outbox import AlertLog, WebhookSender
-from .security import BoundedJsonError, allowed_hosts, host_allowed, origin_allowed, parse_json
+from .outbox import WebhookSender
+from .http_guard import auth_middleware, bad_request, errors_middleware, guard_middleware
+from .security import BoundedJsonError, allowed_hosts, parse_json, resolve_token
 from .sip_ua import SipUserAgent
 from .taps.audiohook import audiohook_handler
 
@@ -65,33 +66,8 @@ class Bound:
         return self.http.replace("http://", "ws://", 1)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def resolve_token(options: LiveOptions, *, insecure: bool) -> str | None:
-    token = os.environ.get("CALLPULSE_TOKEN") or options.token
-    if token:
-        if len(token) < 16:
-            raise ConfigError("the live token must be at least 16 characters (CALLPULSE_TOKEN or [live] token); "
-                              "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'")
-        return token
-    if not insecure:
-        raise ConfigError("no live token configured: set CALLPULSE_TOKEN (or [live] token), or pass --insecure "
-                          "to run without one on a loopback address only")
-    if not is_loopback(options.host):
-        raise ConfigError(f"--insecure is only allowed on a loopback address, not {options.host}; "
-                          "configure a token to listen elsewhere")
-    return None
-
-
 class LiveService:
-    def __init__(self, *, engine: Any, store: Any, options: LiveOptions, insecure: bool = False,
+    def __init__(self, *, engine: CallEngine, store: Any, options: LiveOptions, insecure: bool = False,
                  call_info=default_call_info) -> None:
         self.engine = engine
         self.store = store
@@ -100,7 +76,12 @@ class LiveService:
         self.insecure = insecure
         self.executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="callpulse-feed")
         self.hub = FeedHub(max_updates=options.feed_queue)
-        self.alerts = AlertLog(store.connection, options, lock=getattr(store, "lock", None))
+        self.sink = ResultSink(store=store, folder=options.results_dir or None)
+        from .floor import default_worker_id, open_alert_log
+
+        self.worker_id = default_worker_id(options)
+        self.alerts = open_alert_log(store, options, worker_id=self.worker_id)
+        self.floor = None  # several workers on one PostgreSQL: see start()
         self.webhook_secret = os.environ.get("CALLPULSE_WEBHOOK_SECRET") or options.webhook_secret
         self.sender = WebhookSender(self.alerts, options, secret=self.webhook_secret or None)
         self.calls = CallManager(engine=engine, options=options, executor=self.executor,
@@ -139,11 +120,12 @@ class LiveService:
         from ..outputs.store_base import is_postgres_url
 
         if is_postgres_url(options.database):
-            raise ConfigError("the live service keeps its alert log and webhook outbox in SQLite: several live "
-                              "workers on one PostgreSQL are not built yet; give [live] database a file path "
-                              "(batch takes a postgresql:// database)")
-        store = Store.open(options.database)
-        engine = Engine.load(config, store=store) if _accepts_store(Engine.load) else Engine.load(config)
+            from ..outputs.store_base import open_store
+
+            store = open_store(options.database)  # several workers share it (pipeline.live.floor)
+        else:
+            store = Store.open(options.database)
+        engine = Engine.load(config, store=store)
         service = cls(engine=engine, store=store, options=options, insecure=insecure)
         service._owns_store = True
         return service
@@ -151,11 +133,20 @@ class LiveService:
     async def start(self) -> Bound:
         opts = self.options
         self._hosts = allowed_hosts(opts.host, opts.allowed_hosts)
+        if callable(getattr(self.alerts, "last_seq", None)):  # the PostgreSQL alert log: a shared floor
+            from .floor import Floor
+
+            self.floor = Floor(self.store, self.alerts, opts, worker_id=self.worker_id, hub=self.hub,
+                               local_calls=lambda: [c.summary() for c in self.calls.live.values()],
+                               board=self._board, on_orphans=self._take_over)
+            self.floor.join()
         self._recover_interrupted()
         if opts.webhook_urls and not self.webhook_secret:
             log.warning("webhooks are unsigned: set [live] webhook_secret or CALLPULSE_WEBHOOK_SECRET so "
                         "receivers can verify X-Callpulse-Signature")
-        app = web.Application(middlewares=[self._errors, self._guard, self._auth],
+        app = web.Application(middlewares=[errors_middleware(self._count_refused),
+                                           guard_middleware(lambda: self._hosts, self._count_refused),
+                                           auth_middleware(self.token, public=PUBLIC_PREFIXES)],
                               client_max_size=max(opts.max_body_bytes, 1024))
         app[SERVICE_KEY] = self
         app.add_routes([
@@ -189,6 +180,8 @@ class LiveService:
         self._tasks.append(asyncio.get_running_loop().create_task(self.sender.run(), name="webhooks"))
         self.bound = Bound(opts.host, http_port, sip_port, as_port)
         self._restore_shifts()
+        if self.floor is not None:
+            await self.floor.start()
         pending = self.alerts.outbox_counts()["pending"]
         if pending:
             log.info("%d undelivered webhook(s) restored from the outbox", pending)
@@ -206,22 +199,27 @@ class LiveService:
             task.cancel()
         # wait for them to unwind (the webhook sender closes its HTTP session) before the loop goes
         await asyncio.gather(*background, return_exceptions=True)
+        if self.floor is not None:
+            await self.floor.leave()
         if self._runner is not None:
             await self._runner.cleanup()
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self._owns_store:
             self.store.close()
 
-    def _recover_interrupted(self) -> None:
+    def _recover_interrupted(self, only: set[str] | None = None) -> None:
         """Calls that were live when the last process died (their checkpoints are still there) are
         closed as ``interrupted``: the partial record is stored, their raised alerts are closed as
-        ``interrupted``, and their strain so far is folded into the agent's shift."""
+        ``interrupted``, and their strain so far is folded into the agent's shift. ``only``: just these
+        (a dead worker's calls taken over while this one has live calls of its own)."""
         lister = getattr(self.store, "list_checkpoints", None)
         if not callable(lister):
             return
-        shifts = getattr(self.engine, "shifts", None)
+        shifts = self.engine.shifts
         for cp in lister():
             call_id = cp["call_id"]
+            if only is not None and call_id not in only:
+                continue
             try:
                 if not self.store.stored_call_exists(call_id):
                     result = dict(cp["result"])
@@ -243,6 +241,11 @@ class LiveService:
             log.warning("call %s was live when the service stopped; stored as interrupted (%d alert(s) closed)",
                         call_id, closed, extra={"call_id": call_id})
 
+    async def _take_over(self, call_ids: list[str]) -> None:
+        """Another worker died with these calls live: close them here as interrupted."""
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self._recover_interrupted(set(call_ids)))
+        self.hub.publish_update("agents", "board", {"agents": self._board()})
+
     def _id_taken(self, call_id: str) -> bool:
         try:
             return bool(self.store.call_exists(call_id))
@@ -259,18 +262,8 @@ class LiveService:
     def _restore_shifts(self) -> None:
         """Put every agent with a saved shift on the strain board now, not only when they next take a
         call: after a restart mid-shift the supervisor must still see who needs a break."""
-        shifts = getattr(self.engine, "shifts", None)
-        if shifts is None:
-            return
-        lister = getattr(self.store, "list_shift_agents", None)
-        try:
-            if callable(lister):
-                agents = list(lister())
-            else:
-                with getattr(self.store, "lock", _NoLock()):
-                    agents = [row[0] for row in self.store.connection.execute("SELECT agent_id FROM agent_shifts")]
-        except sqlite3.Error:
-            return  # a store without shift persistence: nothing to restore
+        shifts = self.engine.shifts
+        agents = self.store.list_shift_agents()
         for agent_id in agents:
             shifts.get(agent_id)
         if agents:
@@ -309,80 +302,27 @@ class LiveService:
         self.metrics.call_ended(call)
         if call.result is not None:
             try:
-                self.store.save_call(call.result)
+                self.sink.store_result(call.result)  # the same sink as batch: store, atomic JSON
                 dropper = getattr(self.store, "drop_checkpoint", None)
                 if callable(dropper):
                     dropper(call.call_id)  # after the save: a crash in between finds the final record
             except Exception:  # the live result stays in memory and in the API; the log says why
                 log.exception("call %s: could not save the result", call.call_id, extra={"call_id": call.call_id})
-            if self.options.results_dir:
-                await asyncio.get_running_loop().run_in_executor(None, write_result, self.options.results_dir,
-                                                                 call.result)
+            if self.sink.folder is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.sink.write_files_logged, call.result)
         self.hub.publish_update("agents", "board", {"agents": self._board()})
 
+    def _remote_live(self) -> list[dict]:
+        """Other workers' live calls on a shared floor (none on SQLite)."""
+        return self.floor.remote_live() if self.floor is not None else []
+
     def _board(self) -> list[dict]:
-        shifts = getattr(self.engine, "shifts", None)
-        return shifts.board() if shifts is not None else []
+        return self.engine.shifts.board()
 
     # --- HTTP ----------------------------------------------------------------------------------
 
-    @web.middleware
-    async def _errors(self, request: web.Request, handler):
-        """Last line: an error from a handler is a JSON 4xx/5xx without a traceback to the client."""
-        if request.path.startswith("/tap/"):
-            return await handler(request)  # an upgraded WebSocket cannot be answered with a new response
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status >= 400 and exc.content_type != "application/json":
-                return web.json_response({"error": exc.reason}, status=exc.status, headers=_allow(exc))
-            raise
-        except (ValueError, UnicodeError, OverflowError, RecursionError) as exc:
-            self._count_refused("bad request")
-            return web.json_response({"error": f"bad request: {type(exc).__name__}"}, status=400)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("HTTP %s %s failed", request.method, request.path)
-            return web.json_response({"error": "internal error (the service log says why)"}, status=500)
-
     def _count_refused(self, reason: str) -> None:
         self.http_refused[reason] = self.http_refused.get(reason, 0) + 1
-
-    @web.middleware
-    async def _guard(self, request: web.Request, handler):
-        """Host, Origin and Content-Type checks, before the token: a web page the supervisor has open
-        must not reach this service through their browser (DNS rebinding, CSRF)."""
-        if not host_allowed(request.headers.get("Host"), self._hosts):
-            self._count_refused("host")
-            return web.json_response({"error": "this Host is not served here (add it to live.allowed_hosts)"},
-                                     status=421)
-        if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site" or not origin_allowed(
-                request.headers.get("Origin"), self._hosts, own_host=request.headers.get("Host")):
-            self._count_refused("origin")
-            return web.json_response({"error": "cross-origin requests are refused"}, status=403)
-        if request.method not in ("GET", "HEAD", "POST"):
-            self._count_refused("method")
-            return web.json_response({"error": f"method {request.method} is not allowed"}, status=405,
-                                     headers={"Allow": "GET, HEAD, POST"})
-        if request.method == "POST" and request.content_type != "application/json":
-            self._count_refused("content type")
-            return web.json_response({"error": "POST bodies must be Content-Type: application/json"}, status=415)
-        return await handler(request)
-
-    @web.middleware
-    async def _auth(self, request: web.Request, handler):
-        if self.token is not None and not request.path.startswith(PUBLIC_PREFIXES):
-            given = request.query.get("token", "")
-            header = request.headers.get("Authorization", "")
-            if header.lower().startswith("bearer "):
-                given = header[7:].strip()
-            elif "X-API-KEY" in request.headers and request.path == "/tap/audiohook":
-                given = request.headers["X-API-KEY"]  # what Genesys AudioHook sends as the integration's key
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                return web.json_response({"error": "missing or wrong token: send 'Authorization: Bearer <token>' "
-                                                   "or ?token=<token>"}, status=401)
-        return await handler(request)
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
@@ -431,7 +371,7 @@ class LiveService:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def _calls(self, request: web.Request) -> web.Response:
-        live = [c.summary() for c in self.calls.live.values()]
+        live = [c.summary() for c in self.calls.live.values()] + self._remote_live()
         recent = [c.summary() for c in self.calls.recent]
         seen = {c["call_id"] for c in live + recent}
         stored = []
@@ -450,6 +390,9 @@ class LiveService:
             return web.json_response(body)
         stored = self.store.get_call(call_id)
         if stored is None:
+            remote = self.floor.remote.get(call_id) if self.floor is not None else None
+            if remote is not None:  # live on another worker: its summary (the result is over there)
+                return web.json_response(remote)
             return web.json_response({"error": f"no call {call_id}"}, status=404)
         return web.json_response({"call_id": call_id, "state": "ended", "result": stored})
 
@@ -478,9 +421,7 @@ class LiveService:
         action = body.get("action")
         if action not in ("start", "end"):
             return web.json_response({"error": "POST {\"action\": \"start\"} or {\"action\": \"end\"}"}, status=400)
-        shifts = getattr(self.engine, "shifts", None)
-        if shifts is None:
-            return web.json_response({"error": "this engine tracks no shifts"}, status=503)
+        shifts = self.engine.shifts
         agent_id = request.match_info["agent_id"][:128]
         state = shifts.record_break(agent_id, start=action == "start", at=datetime.now(timezone.utc))
         self.hub.publish_update("agents", "board", {"agents": self._board()})
@@ -494,8 +435,8 @@ class LiveService:
         task = asyncio.current_task()
         self._feeds.add(task)
         try:
-            await resp.write(sse_event("hello", {"live": [c.summary() for c in self.calls.live.values()],
-                                                 "agents": self._board()}))
+            await resp.write(sse_event("hello", {"live": [c.summary() for c in self.calls.live.values()]
+                                                 + self._remote_live(), "agents": self._board()}))
             while True:
                 try:
                     await asyncio.wait_for(sub.wake.wait(), timeout=15.0)
@@ -512,43 +453,10 @@ class LiveService:
         return resp
 
 
-def write_result(folder: str, result: dict) -> Path | None:
-    """``<folder>/<call_id>.json``, written to a temporary name first so a reader never sees half a file."""
-    out = Path(folder)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{result['call_id']}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
-    except OSError as exc:
-        log.error("could not write %s/%s.json (%s); the result is still in the database", folder,
-                  result.get("call_id"), exc, extra={"call_id": result.get("call_id")})
-        return None
-
-
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _call_id_of(row: Any) -> str | None:
     if isinstance(row, dict):
         return row.get("call_id") or row.get("id")
     return getattr(row, "call_id", None)
-
-
-def _bad_request(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
-
-
-def _allow(exc: web.HTTPException) -> dict:
-    allow = exc.headers.get("Allow")
-    return {"Allow": allow} if allow else {}
 
 
 def _query_int(request: web.Request, name: str, default: int, *, lo: int, hi: int) -> int:
@@ -556,7 +464,7 @@ def _query_int(request: web.Request, name: str, default: int, *, lo: int, hi: in
     if raw is None:
         return default
     if not re.fullmatch(r"[0-9]{1,19}", raw) or not lo <= int(raw) <= hi:
-        raise _bad_request(f"{name} must be an integer from {lo} to {hi}")
+        raise bad_request(f"{name} must be an integer from {lo} to {hi}")
     return int(raw)
 
 
@@ -572,16 +480,7 @@ async def _json_body(request: web.Request) -> dict:
     try:
         body = parse_json(raw, max_bytes=limit, max_depth=8)
     except BoundedJsonError as exc:
-        raise _bad_request(f"the body must be JSON ({exc})")
+        raise bad_request(f"the body must be JSON ({exc})")
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text='{"error": "the body must be a JSON object"}', content_type="application/json")
     return body
-
-
-def _accepts_store(fn) -> bool:
-    import inspect
-
-    try:
-        return "store" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sqlite3
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from pipeline.errors import StoreError
+
+from .store_sql import (SqlStore, _alert_id, _dumps, _jsonable, _text_or_none, _utc_now,  # noqa: F401 (re-exported)
+                         finite_number)
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +97,91 @@ _MIGRATIONS: tuple[str, ...] = (
         saved_at        TEXT NOT NULL                 -- UTC, ISO 8601
     );
     """,
+    # 3: several live workers on one database (pipeline.live.floor). The live alert log and webhook outbox
+    # become schema tables (pipeline.live.outbox created them itself before; a file that has them keeps
+    # their rows), outbox rows get a claim lease so a dead worker's claims expire, checkpoints say which
+    # worker holds the call, and each worker lists itself and its live calls with a heartbeat.
+    """
+    CREATE TABLE IF NOT EXISTS live_alerts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        agent_id TEXT,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        acked_at TEXT,
+        acked_by TEXT,
+        UNIQUE (alert_id, state)
+    );
+    CREATE TABLE IF NOT EXISTS live_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert_seq INTEGER NOT NULL REFERENCES live_alerts(seq),
+        url TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        delivered_at TEXT,
+        last_error TEXT
+    );
+    -- rebuilt rather than ALTERed: the table may come from an older pipeline.live.outbox, with or
+    -- without these columns, and SQLite has no ADD COLUMN IF NOT EXISTS
+    CREATE TABLE live_outbox_v3 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert_seq INTEGER NOT NULL REFERENCES live_alerts(seq),
+        url TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        delivered_at TEXT,
+        last_error TEXT,
+        claimed_by TEXT,                              -- worker id holding the delivery
+        claimed_until REAL                            -- unix time the claim lapses (database clock)
+    );
+    INSERT INTO live_outbox_v3 (id, alert_seq, url, idempotency_key, attempts, next_attempt_at, delivered_at,
+                                last_error)
+        SELECT id, alert_seq, url, idempotency_key, attempts, next_attempt_at, delivered_at, last_error
+        FROM live_outbox;
+    DROP TABLE live_outbox;
+    ALTER TABLE live_outbox_v3 RENAME TO live_outbox;
+    CREATE INDEX live_outbox_due ON live_outbox (delivered_at, next_attempt_at);
+    ALTER TABLE live_checkpoints ADD COLUMN worker_id TEXT;
+    CREATE TABLE live_workers (
+        worker_id       TEXT PRIMARY KEY,
+        http            TEXT,
+        started_at      TEXT NOT NULL,                -- UTC, ISO 8601
+        heartbeat_at    REAL NOT NULL                 -- unix time (database clock)
+    );
+    CREATE TABLE live_calls (
+        call_id         TEXT PRIMARY KEY,
+        worker_id       TEXT NOT NULL,
+        summary         TEXT NOT NULL,                -- JSON: the call's live summary
+        updated_at      REAL NOT NULL                 -- unix time (database clock)
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _BUSY_TIMEOUT_S = 10.0
 
 
-class Store:
+def migrate(conn: sqlite3.Connection, where: str, version: int | None = None) -> None:
+    """Apply the steps after ``version`` (default: the connection's ``user_version``). Modules handed a
+    bare connection (the live alert log in tests) get their tables from here, the one schema."""
+    if version is None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for step in range(version, SCHEMA_VERSION):
+        # One transaction per step, version bump included: a crash leaves the old version intact.
+        try:
+            conn.executescript(f"BEGIN; {_MIGRATIONS[step]} PRAGMA user_version = {step + 1}; COMMIT;")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        log.info("results database %s migrated to schema version %d", where, step + 1)
+
+
+class Store(SqlStore):
     """Results database. Open with ``Store.open(path)``; every method is safe to call from any thread."""
 
     def __init__(self, connection: sqlite3.Connection, path: str) -> None:
@@ -154,15 +233,7 @@ class Store:
                 if str(mode).lower() != "wal":
                     log.warning("results database %s stays in %s journal mode (WAL unavailable)", where, mode)
                 conn.execute("PRAGMA synchronous = NORMAL")
-            for step in range(version, SCHEMA_VERSION):
-                # One transaction per step, version bump included: a crash leaves the old version intact.
-                try:
-                    conn.executescript(f"BEGIN; {_MIGRATIONS[step]} PRAGMA user_version = {step + 1}; COMMIT;")
-                except sqlite3.Error:
-                    if conn.in_transaction:
-                        conn.rollback()
-                    raise
-                log.info("results database %s migrated to schema version %d", where, step + 1)
+            migrate(conn, where, version)
         except StoreError:
             conn.close()
             raise
@@ -172,31 +243,13 @@ class Store:
         return cls(conn, where)
 
     @property
-    def path(self) -> str:
-        return self._path
-
-    @property
     def connection(self) -> sqlite3.Connection:
         """The underlying connection, for modules that keep their own tables here
         (``CREATE TABLE IF NOT EXISTS``). Hold ``store.lock`` while using it from more than one thread."""
         return self._conn
 
-    @property
-    def lock(self) -> threading.RLock:
-        return self._lock
-
-    def close(self) -> None:
-        """Close the database (idempotent)."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
-
-    def __enter__(self) -> "Store":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _many(self, db: sqlite3.Connection, statement: str, rows: list[tuple]) -> None:
+        db.executemany(statement, rows)
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -210,178 +263,37 @@ class Store:
                 raise StoreError(_explain(exc, self._path, what)) from exc
 
     # ---------------------------------------------------------------------------------------------
-    # Calls
+    # Agent shifts: what differs between backends is how one row is locked (the rest is in SqlStore)
 
-    def save_call(self, result: Mapping) -> None:
-        """Insert or replace one call, its segments and its alerts (idempotent on ``call_id``).
+    def update_shift(self, agent_id: str, change: Callable[[dict | None], Mapping]) -> dict:
+        """Read, change and write one agent's shift state atomically: ``change(current or None)`` returns
+        the new state, which is saved and returned. Other writers of this file wait (BEGIN IMMEDIATE)."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"results database {self._path} is closed; cannot update agent {agent_id}")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    row = self._conn.execute("SELECT state FROM agent_shifts WHERE agent_id = ?",
+                                             (agent_id,)).fetchone()
+                    new = dict(change(None if row is None else json.loads(row[0])))
+                    self._conn.execute(
+                        "INSERT INTO agent_shifts (agent_id, state, updated_at) VALUES (?, ?, ?) ON CONFLICT "
+                        "(agent_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                        (agent_id, _dumps(new, f"shift of agent {agent_id}"), _utc_now()))
+                except BaseException:
+                    self._conn.rollback()
+                    raise
+                self._conn.commit()
+            except sqlite3.Error as exc:
+                raise StoreError(_explain(exc, self._path, f"update the shift of agent {agent_id}")) from exc
+        return new
 
-        Alerts are matched on their ``id``, so saving the same call again keeps each alert's row id (the
-        cursor of ``list_alerts``) and does not announce it twice.
-        """
-        call_id = result.get("call_id")
-        if not isinstance(call_id, str) or not call_id:
-            raise StoreError("cannot save a call result without a non-empty string call_id")
-        body = _dumps(result, call_id)
-        summary = result.get("summary") or {}
-        segments = list(result.get("segments") or [])
-        alerts = list(result.get("alerts") or [])
-        timeline = result.get("timeline") or []
-        peak = summary.get("peak_agitation")
-        if peak is None and timeline:
-            peak = max(float(p.get("caller_agitation", 0.0)) for p in timeline)
-        started_at = result.get("started_at") or summary.get("started_at")
-        alert_ids = [_alert_id(call_id, i, a) for i, a in enumerate(alerts)]
+    def shift_book(self, options: Any) -> Any:
+        """The engine's shift book on this file: cached in memory, written through (one process)."""
+        from ..strain import ShiftBook
 
-        with self._transaction(f"save call {call_id}") as db:
-            seq = db.execute("SELECT COALESCE(MAX(saved_seq), 0) + 1 FROM calls").fetchone()[0]
-            db.execute(
-                "INSERT INTO calls (call_id, source, agent_id, started_at, duration_s, languages, "
-                "peak_agitation, n_alerts, json, saved_at, saved_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (call_id) DO UPDATE SET source = excluded.source, agent_id = excluded.agent_id, "
-                "started_at = excluded.started_at, duration_s = excluded.duration_s, "
-                "languages = excluded.languages, peak_agitation = excluded.peak_agitation, "
-                "n_alerts = excluded.n_alerts, json = excluded.json, saved_at = excluded.saved_at, "
-                "saved_seq = excluded.saved_seq",
-                (call_id, result.get("source"), result.get("agent_id"), _text_or_none(started_at),
-                 finite_number(result.get("duration_s")), json.dumps(list(result.get("languages") or [])),
-                 finite_number(peak), len(alerts), body, _utc_now(), seq),
-            )
-            db.execute("DELETE FROM segments WHERE call_id = ?", (call_id,))
-            db.executemany(
-                "INSERT INTO segments (call_id, idx, speaker, start_s, end_s, text, language, sentiment, "
-                "arousal, emotion_label, flags) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (call_id, i, s.get("speaker", "mixed"), finite_number(s.get("start_s")) or 0.0,
-                     finite_number(s.get("end_s")) or 0.0, s.get("text") or "", s.get("language"),
-                     finite_number(s.get("sentiment")), finite_number(s.get("arousal")),
-                     (s.get("emotion") or {}).get("label"), json.dumps(list(s.get("flags") or [])))
-                    for i, s in enumerate(segments)
-                ],
-            )
-            placeholders = ",".join("?" * len(alert_ids))
-            db.execute(
-                f"DELETE FROM alerts WHERE call_id = ? AND id NOT IN ({placeholders})", (call_id, *alert_ids)
-            )
-            db.executemany(
-                "INSERT INTO alerts (id, call_id, kind, action, onset_s, raised_at_s, cleared_at_s, level, "
-                "reasons) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
-                "call_id = excluded.call_id, kind = excluded.kind, action = excluded.action, "
-                "onset_s = excluded.onset_s, raised_at_s = excluded.raised_at_s, "
-                "cleared_at_s = excluded.cleared_at_s, level = excluded.level, reasons = excluded.reasons",
-                [
-                    (aid, call_id, a.get("kind", ""), a.get("action", ""), finite_number(a.get("onset_s")),
-                     finite_number(a.get("raised_at_s")), finite_number(a.get("cleared_at_s")), finite_number(a.get("level")),
-                     json.dumps(list(a.get("reasons") or []), ensure_ascii=False))
-                    for aid, a in zip(alert_ids, alerts)
-                ],
-            )
-        log.info("stored call %s: %d segments, %d alerts", call_id, len(segments), len(alerts),
-                 extra={"call_id": call_id})
-
-    def get_call(self, call_id: str) -> dict | None:
-        """The stored per-call JSON, or None if there is no such call."""
-        with self._transaction(f"read call {call_id}") as db:
-            row = db.execute("SELECT json FROM calls WHERE call_id = ?", (call_id,)).fetchone()
-        return None if row is None else json.loads(row[0])
-
-    def list_calls(self, *, limit: int = 100) -> list[dict]:
-        """Summary rows of the most recently stored calls, newest first."""
-        with self._transaction("list calls") as db:
-            rows = db.execute(
-                "SELECT call_id, source, agent_id, started_at, duration_s, languages, peak_agitation, "
-                "n_alerts, saved_at FROM calls ORDER BY saved_seq DESC LIMIT ?", (int(limit),)
-            ).fetchall()
-        keys = ("call_id", "source", "agent_id", "started_at", "duration_s", "languages", "peak_agitation",
-                "n_alerts", "saved_at")
-        out = []
-        for row in rows:
-            item = dict(zip(keys, row))
-            item["languages"] = json.loads(item["languages"])
-            out.append(item)
-        return out
-
-    def list_alerts(self, *, since_id: int = 0, limit: int = 500) -> list[dict]:
-        """Alerts with a row id above ``since_id``, oldest first; poll with the last ``seq`` seen."""
-        with self._transaction("list alerts") as db:
-            rows = db.execute(
-                "SELECT a.rowid, a.id, a.call_id, c.agent_id, a.kind, a.action, a.onset_s, a.raised_at_s, "
-                "a.cleared_at_s, a.level, a.reasons FROM alerts a JOIN calls c ON c.call_id = a.call_id "
-                "WHERE a.rowid > ? ORDER BY a.rowid LIMIT ?", (int(since_id), int(limit))
-            ).fetchall()
-        keys = ("seq", "id", "call_id", "agent_id", "kind", "action", "onset_s", "raised_at_s", "cleared_at_s",
-                "level", "reasons")
-        out = []
-        for row in rows:
-            item = dict(zip(keys, row))
-            item["reasons"] = json.loads(item["reasons"])
-            out.append(item)
-        return out
-
-    # ---------------------------------------------------------------------------------------------
-    # Agent shifts
-
-    def load_shift(self, agent_id: str) -> dict | None:
-        """The saved shift state of ``agent_id``, or None if the agent has none yet."""
-        with self._transaction(f"read the shift of agent {agent_id}") as db:
-            row = db.execute("SELECT state FROM agent_shifts WHERE agent_id = ?", (agent_id,)).fetchone()
-        return None if row is None else json.loads(row[0])
-
-    def save_shift(self, agent_id: str, state: Mapping) -> None:
-        """Replace the saved shift state of ``agent_id`` (any JSON-able mapping)."""
-        body = _dumps(state, f"shift of agent {agent_id}")
-        with self._transaction(f"save the shift of agent {agent_id}") as db:
-            db.execute(
-                "INSERT INTO agent_shifts (agent_id, state, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (agent_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                (agent_id, body, _utc_now()),
-            )
-
-
-    # ---------------------------------------------------------------------------------------------
-    # Live checkpoints (schema step 2): partial results of calls in progress, for crash recovery
-
-    def save_checkpoint(self, call_id: str, result: Mapping, *, shift: Mapping | None = None) -> None:
-        """Insert or replace the checkpoint of live call ``call_id``: its per-call JSON so far and the
-        agent's shift state as if the call ended now (None without an agent)."""
-        body = _dumps(result, f"checkpoint of call {call_id}")
-        shift_body = None if shift is None else _dumps(shift, f"shift checkpoint of call {call_id}")
-        with self._transaction(f"checkpoint call {call_id}") as db:
-            db.execute(
-                "INSERT INTO live_checkpoints (call_id, agent_id, source, started_at, result, shift, saved_at) "
-                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (call_id) DO UPDATE SET agent_id = excluded.agent_id, "
-                "source = excluded.source, started_at = excluded.started_at, result = excluded.result, "
-                "shift = excluded.shift, saved_at = excluded.saved_at",
-                (call_id, result.get("agent_id"), result.get("source"), _text_or_none(result.get("started_at")),
-                 body, shift_body, _utc_now()),
-            )
-
-    def list_checkpoints(self) -> list[dict]:
-        """Every checkpoint left, oldest first: ``{call_id, result, shift, saved_at}``."""
-        with self._transaction("list checkpoints") as db:
-            rows = db.execute(
-                "SELECT call_id, result, shift, saved_at FROM live_checkpoints ORDER BY saved_at, call_id"
-            ).fetchall()
-        return [{"call_id": r[0], "result": json.loads(r[1]), "shift": None if r[2] is None else json.loads(r[2]),
-                 "saved_at": r[3]} for r in rows]
-
-    def drop_checkpoint(self, call_id: str) -> None:
-        """Delete the checkpoint of ``call_id`` (its final result is stored; idempotent)."""
-        with self._transaction(f"drop the checkpoint of call {call_id}") as db:
-            db.execute("DELETE FROM live_checkpoints WHERE call_id = ?", (call_id,))
-
-    def call_exists(self, call_id: str) -> bool:
-        """True when ``call_id`` is taken: a stored call or a live call's checkpoint."""
-        with self._transaction(f"look up call {call_id}") as db:
-            row = db.execute(
-                "SELECT EXISTS (SELECT 1 FROM calls WHERE call_id = ?) "
-                "OR EXISTS (SELECT 1 FROM live_checkpoints WHERE call_id = ?)", (call_id, call_id)).fetchone()
-        return bool(row[0])
-
-    def stored_call_exists(self, call_id: str) -> bool:
-        """True when ``call_id`` has a final (or interrupted) record in ``calls``."""
-        with self._transaction(f"look up call {call_id}") as db:
-            row = db.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchone()
-        return row is not None
+        return ShiftBook(options, load=self.load_shift, save=self.save_shift)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -407,55 +319,3 @@ def _explain(exc: sqlite3.Error, where: str, what: str) -> str:
     if "disk" in low and "full" in low:
         return f"disk full writing results database {where} ({msg}); free space and run again"
     return f"results database {where}: cannot {what}: {msg}"
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types only: numpy scalars/arrays become numbers/lists, NaN and inf become null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy arrays and scalars, without importing numpy here
-        return _jsonable(value.tolist())
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def _dumps(value: Mapping, what: str) -> str:
-    try:
-        return json.dumps(_jsonable(value), ensure_ascii=False, allow_nan=False)
-    except TypeError as exc:
-        raise StoreError(f"cannot store {what}: {exc}; pass plain JSON types (dict, list, str, numbers)") from exc
-
-
-def finite_number(value: Any) -> float | None:
-    """A finite float, or None for missing, boolean, non-numeric, NaN or infinite values (result JSON
-    read back from disk may hold any of these)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
-def _text_or_none(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def _alert_id(call_id: str, index: int, alert: Mapping) -> str:
-    # Alerts from the engine carry an id; older or hand-made results may not, so derive a stable one.
-    aid = alert.get("id")
-    return str(aid) if aid else f"{call_id}:{alert.get('kind', 'alert')}:{index}"
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -8,12 +8,14 @@ methods of :class:`ResultsStore`.
 A database option is either a file path (SQLite; batch resolves a relative one inside ``--out``) or a
 PostgreSQL URL, ``postgresql://user[:password]@host[:port]/dbname`` (``postgres://`` also accepted).
 Each backend applies its versioned migrations when opened; both have the same number of steps, so a
-schema version means the same layout on either.
+schema version means the same layout on either. The statements both run are written once, in
+:class:`pipeline.outputs.store_sql.SqlStore`; a backend supplies its connection, transactions and dialect (placeholders, the
+``saved_seq`` counter, what its text type cannot hold).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 _PG_SCHEMES = ("postgresql://", "postgres://")
 
@@ -44,6 +46,13 @@ class ResultsStore(Protocol):
 
     def save_shift(self, agent_id: str, state: Mapping) -> None:
         """Replace an agent's saved shift state."""
+
+    def list_shift_agents(self) -> list[str]:
+        """Every agent with a saved shift (the live strain board after a restart)."""
+
+    def shift_book(self, options: Any) -> Any:
+        """The engine's ``ShiftBook`` on this database (SQLite: cached, written through; PostgreSQL:
+        read through, updated atomically across workers)."""
 
     def save_checkpoint(self, call_id: str, result: Mapping, *, shift: Mapping | None = None) -> None:
         """Live: insert or replace a call-in-progress's partial result (crash recovery)."""

@@ -20,10 +20,10 @@ import json
 import logging
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import StoreError
-from .store import _alert_id, _dumps, _text_or_none, _utc_now, finite_number
+from .store_sql import SqlStore, _dumps, _utc_now
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,54 @@ _MIGRATIONS: tuple[str, ...] = (
         saved_at        TEXT NOT NULL
     );
     """,
+    # 3: several live workers on one database (see pipeline.outputs.store step 3 and pipeline.live.floor).
+    """
+    CREATE TABLE live_alerts (
+        seq             BIGSERIAL PRIMARY KEY,
+        alert_id        TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        call_id         TEXT NOT NULL,
+        agent_id        TEXT,
+        body            TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        acked_at        TEXT,
+        acked_by        TEXT,
+        UNIQUE (alert_id, state)
+    );
+    CREATE TABLE live_outbox (
+        id              BIGSERIAL PRIMARY KEY,
+        alert_seq       BIGINT NOT NULL REFERENCES live_alerts (seq),
+        url             TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at DOUBLE PRECISION NOT NULL,
+        delivered_at    TEXT,
+        last_error      TEXT,
+        claimed_by      TEXT,
+        claimed_until   DOUBLE PRECISION
+    );
+    CREATE INDEX live_outbox_due ON live_outbox (delivered_at, next_attempt_at);
+    ALTER TABLE live_checkpoints ADD COLUMN worker_id TEXT;
+    CREATE TABLE live_workers (
+        worker_id       TEXT PRIMARY KEY,
+        http            TEXT,
+        started_at      TEXT NOT NULL,
+        heartbeat_at    DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE live_calls (
+        call_id         TEXT PRIMARY KEY,
+        worker_id       TEXT NOT NULL,
+        summary         TEXT NOT NULL,
+        updated_at      DOUBLE PRECISION NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # pg_advisory_xact_lock key: "callpulse" schema migrations (any constant shared by every callpulse).
 _MIGRATION_LOCK = 0x63616C6C70756C73
+# LISTEN/NOTIFY channel of the live floor: alerts, acks and shift changes, so every worker's feed hears.
+FLOOR_CHANNEL = "callpulse_floor"
 _CONNECT_TIMEOUT_S = 10
 
 
@@ -118,7 +161,7 @@ def safe_url(url: str) -> str:
     return f"postgresql://{user + '@' if user else ''}{host}:{port}/{db}"
 
 
-class PgStore:
+class PgStore(SqlStore):
     """Results database on PostgreSQL. Open with ``PgStore.open(url)``; thread-safe like ``Store``."""
 
     def __init__(self, connection: Any, url: str) -> None:
@@ -127,6 +170,8 @@ class PgStore:
         self._path = safe_url(url)
         self._lock = threading.RLock()
         self._closed = False
+        # The live worker this process is (pipeline.live.floor sets it); its checkpoints carry it.
+        self.worker_id: str | None = None
 
     @classmethod
     def open(cls, url: str) -> "PgStore":
@@ -162,29 +207,28 @@ class PgStore:
         return cls(conn, url)
 
     @property
-    def path(self) -> str:
-        return self._path
-
-    @property
     def connection(self) -> Any:
         """The psycopg connection (autocommit; use ``with store.lock, conn.transaction():`` to write)."""
         return self._conn
 
     @property
-    def lock(self) -> threading.RLock:
-        return self._lock
+    def url(self) -> str:
+        """The connection URL, password included: for a second connection (LISTEN), never for display."""
+        return self._url
 
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
+    def transaction(self, what: str):
+        """``with store.transaction("do x") as conn:`` one transaction under the lock; psycopg errors
+        become StoreError naming ``what`` (for modules keeping their own rows here, e.g. the live outbox)."""
+        return self._transaction(what)
 
-    def __enter__(self) -> "PgStore":
-        return self
+    # dialect (see SqlStore): %s placeholders, a sequence for saved_seq, no NUL in text
+    _NEXT_SAVED_SEQ = "nextval('calls_saved_seq')"
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", "%s")
+
+    def _text(self, value: Any) -> Any:
+        return _pg(value)
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[Any]:
@@ -210,172 +254,31 @@ class PgStore:
                 raise StoreError(f"results database {self._path}: cannot {what}: {_first_line(exc)}") from exc
 
     # ---------------------------------------------------------------------------------------------
-    # Calls
+    # Agent shifts: what differs between backends is how one row is locked (the rest is in SqlStore)
 
-    def save_call(self, result: Mapping) -> None:
-        """Insert or replace one call, its segments and alerts; alerts keep their ``seq`` when re-saved."""
-        call_id = result.get("call_id")
-        if not isinstance(call_id, str) or not call_id:
-            raise StoreError("cannot save a call result without a non-empty string call_id")
-        body = _dumps(result, call_id)
-        summary = result.get("summary") or {}
-        segments = list(result.get("segments") or [])
-        alerts = list(result.get("alerts") or [])
-        timeline = result.get("timeline") or []
-        peak = summary.get("peak_agitation")
-        if peak is None and timeline:
-            peak = max(float(p.get("caller_agitation", 0.0)) for p in timeline)
-        started_at = result.get("started_at") or summary.get("started_at")
-        alert_ids = [_alert_id(call_id, i, a) for i, a in enumerate(alerts)]
+    def update_shift(self, agent_id: str, change: Callable[[dict | None], Mapping]) -> dict:
+        """Read, change and write one agent's shift state in one transaction holding the row lock
+        (``SELECT ... FOR UPDATE``): two workers ending calls of one agent at once both count.
+        ``change(current or None)`` returns the new state, which is saved and returned."""
+        with self._transaction(f"update the shift of agent {agent_id}") as db:
+            # the row must exist to be locked; a first call of a new agent inserts a placeholder
+            db.execute("INSERT INTO agent_shifts (agent_id, state, updated_at) VALUES (%s, 'null', %s) "
+                       "ON CONFLICT (agent_id) DO NOTHING", (agent_id, _utc_now()))
+            row = db.execute("SELECT state FROM agent_shifts WHERE agent_id = %s FOR UPDATE", (agent_id,)).fetchone()
+            new = dict(change(json.loads(row[0]) if row and row[0] != "null" else None))
+            db.execute("UPDATE agent_shifts SET state = %s, updated_at = %s WHERE agent_id = %s",
+                       (_dumps(new, f"shift of agent {agent_id}"), _utc_now(), agent_id))
+            note = {"kind": "shift", "agent_id": agent_id, "worker": self.worker_id}
+            db.execute("SELECT pg_notify(%s, %s)", (FLOOR_CHANNEL, json.dumps(note)))
+        return new
 
-        with self._transaction(f"save call {call_id}") as db:
-            db.execute(
-                "INSERT INTO calls (call_id, source, agent_id, started_at, duration_s, languages, "
-                "peak_agitation, n_alerts, json, saved_at, saved_seq) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,nextval('calls_saved_seq')) "
-                "ON CONFLICT (call_id) DO UPDATE SET source = excluded.source, agent_id = excluded.agent_id, "
-                "started_at = excluded.started_at, duration_s = excluded.duration_s, "
-                "languages = excluded.languages, peak_agitation = excluded.peak_agitation, "
-                "n_alerts = excluded.n_alerts, json = excluded.json, saved_at = excluded.saved_at, "
-                "saved_seq = excluded.saved_seq",
-                (call_id, _pg(result.get("source")), _pg(result.get("agent_id")), _pg(_text_or_none(started_at)),
-                 finite_number(result.get("duration_s")), json.dumps(list(result.get("languages") or [])),
-                 finite_number(peak), len(alerts), body, _utc_now()),
-            )
-            db.execute("DELETE FROM segments WHERE call_id = %s", (call_id,))
-            if segments:
-                with db.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO segments (call_id, idx, speaker, start_s, end_s, text, language, sentiment, "
-                        "arousal, emotion_label, flags) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                        [
-                            (call_id, i, _pg(s.get("speaker", "mixed")), finite_number(s.get("start_s")) or 0.0,
-                             finite_number(s.get("end_s")) or 0.0, _pg(s.get("text") or ""), _pg(s.get("language")),
-                             finite_number(s.get("sentiment")), finite_number(s.get("arousal")),
-                             _pg((s.get("emotion") or {}).get("label")), json.dumps(list(s.get("flags") or [])))
-                            for i, s in enumerate(segments)
-                        ],
-                    )
-            db.execute("DELETE FROM alerts WHERE call_id = %s AND NOT (id = ANY(%s))", (call_id, alert_ids))
-            if alerts:
-                with db.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO alerts (id, call_id, kind, action, onset_s, raised_at_s, cleared_at_s, level, "
-                        "reasons) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET "
-                        "call_id = excluded.call_id, kind = excluded.kind, action = excluded.action, "
-                        "onset_s = excluded.onset_s, raised_at_s = excluded.raised_at_s, "
-                        "cleared_at_s = excluded.cleared_at_s, level = excluded.level, reasons = excluded.reasons",
-                        [
-                            (aid, call_id, _pg(a.get("kind", "")), _pg(a.get("action", "")),
-                             finite_number(a.get("onset_s")), finite_number(a.get("raised_at_s")),
-                             finite_number(a.get("cleared_at_s")), finite_number(a.get("level")),
-                             json.dumps(list(a.get("reasons") or []), ensure_ascii=False))
-                            for aid, a in zip(alert_ids, alerts)
-                        ],
-                    )
-        log.info("stored call %s: %d segments, %d alerts", call_id, len(segments), len(alerts),
-                 extra={"call_id": call_id})
+    def shift_book(self, options: Any) -> Any:
+        """The engine's shift book on the shared database: every read goes to the database and every
+        change is a locked read-modify-write, so an agent's calls on several workers add up."""
+        from ..strain import ShiftBook
 
-    def get_call(self, call_id: str) -> dict | None:
-        with self._transaction(f"read call {call_id}") as db:
-            row = db.execute("SELECT json FROM calls WHERE call_id = %s", (call_id,)).fetchone()
-        return None if row is None else json.loads(row[0])
-
-    def list_calls(self, *, limit: int = 100) -> list[dict]:
-        with self._transaction("list calls") as db:
-            rows = db.execute(
-                "SELECT call_id, source, agent_id, started_at, duration_s, languages, peak_agitation, "
-                "n_alerts, saved_at FROM calls ORDER BY saved_seq DESC LIMIT %s", (int(limit),)
-            ).fetchall()
-        keys = ("call_id", "source", "agent_id", "started_at", "duration_s", "languages", "peak_agitation",
-                "n_alerts", "saved_at")
-        out = []
-        for row in rows:
-            item = dict(zip(keys, row))
-            item["languages"] = json.loads(item["languages"])
-            out.append(item)
-        return out
-
-    def list_alerts(self, *, since_id: int = 0, limit: int = 500) -> list[dict]:
-        with self._transaction("list alerts") as db:
-            rows = db.execute(
-                "SELECT a.rowid, a.id, a.call_id, c.agent_id, a.kind, a.action, a.onset_s, a.raised_at_s, "
-                "a.cleared_at_s, a.level, a.reasons FROM alerts a JOIN calls c ON c.call_id = a.call_id "
-                "WHERE a.rowid > %s ORDER BY a.rowid LIMIT %s", (int(since_id), int(limit))
-            ).fetchall()
-        keys = ("seq", "id", "call_id", "agent_id", "kind", "action", "onset_s", "raised_at_s", "cleared_at_s",
-                "level", "reasons")
-        out = []
-        for row in rows:
-            item = dict(zip(keys, row))
-            item["reasons"] = json.loads(item["reasons"])
-            out.append(item)
-        return out
-
-    # ---------------------------------------------------------------------------------------------
-    # Agent shifts
-
-    def load_shift(self, agent_id: str) -> dict | None:
-        with self._transaction(f"read the shift of agent {agent_id}") as db:
-            row = db.execute("SELECT state FROM agent_shifts WHERE agent_id = %s", (agent_id,)).fetchone()
-        return None if row is None else json.loads(row[0])
-
-    def save_shift(self, agent_id: str, state: Mapping) -> None:
-        body = _dumps(state, f"shift of agent {agent_id}")
-        with self._transaction(f"save the shift of agent {agent_id}") as db:
-            db.execute(
-                "INSERT INTO agent_shifts (agent_id, state, updated_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT (agent_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                (agent_id, body, _utc_now()),
-            )
-
-    # ---------------------------------------------------------------------------------------------
-    # Live checkpoints (schema step 2), as in pipeline.outputs.store
-
-    def save_checkpoint(self, call_id: str, result: Mapping, *, shift: Mapping | None = None) -> None:
-        """Insert or replace the checkpoint of live call ``call_id`` (per-call JSON so far + shift)."""
-        body = _dumps(result, f"checkpoint of call {call_id}")
-        shift_body = None if shift is None else _dumps(shift, f"shift checkpoint of call {call_id}")
-        with self._transaction(f"checkpoint call {call_id}") as db:
-            db.execute(
-                "INSERT INTO live_checkpoints (call_id, agent_id, source, started_at, result, shift, saved_at) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (call_id) DO UPDATE SET agent_id = excluded.agent_id, "
-                "source = excluded.source, started_at = excluded.started_at, result = excluded.result, "
-                "shift = excluded.shift, saved_at = excluded.saved_at",
-                (call_id, _pg(result.get("agent_id")), _pg(result.get("source")),
-                 _pg(_text_or_none(result.get("started_at"))), body, shift_body, _utc_now()),
-            )
-
-    def list_checkpoints(self) -> list[dict]:
-        """Every checkpoint left, oldest first: ``{call_id, result, shift, saved_at}``."""
-        with self._transaction("list checkpoints") as db:
-            rows = db.execute(
-                "SELECT call_id, result, shift, saved_at FROM live_checkpoints ORDER BY saved_at, call_id"
-            ).fetchall()
-        return [{"call_id": r[0], "result": json.loads(r[1]), "shift": None if r[2] is None else json.loads(r[2]),
-                 "saved_at": r[3]} for r in rows]
-
-    def drop_checkpoint(self, call_id: str) -> None:
-        with self._transaction(f"drop the checkpoint of call {call_id}") as db:
-            db.execute("DELETE FROM live_checkpoints WHERE call_id = %s", (call_id,))
-
-    def call_exists(self, call_id: str) -> bool:
-        """True when ``call_id`` is taken: a stored call or a live call's checkpoint."""
-        with self._transaction(f"look up call {call_id}") as db:
-            row = db.execute(
-                "SELECT EXISTS (SELECT 1 FROM calls WHERE call_id = %s) "
-                "OR EXISTS (SELECT 1 FROM live_checkpoints WHERE call_id = %s)", (call_id, call_id)).fetchone()
-        return bool(row[0])
-
-    def stored_call_exists(self, call_id: str) -> bool:
-        with self._transaction(f"look up call {call_id}") as db:
-            row = db.execute("SELECT 1 FROM calls WHERE call_id = %s", (call_id,)).fetchone()
-        return row is not None
-
-    def list_shift_agents(self) -> list[str]:
-        """Every agent with a saved shift (the live service restores the strain board from it)."""
-        with self._transaction("list agent shifts") as db:
-            return [r[0] for r in db.execute("SELECT agent_id FROM agent_shifts ORDER BY agent_id").fetchall()]
+        return ShiftBook(options, load=self.load_shift, save=self.save_shift, update=self.update_shift,
+                         load_all=self.load_shifts)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ Each clip is measured as recorded and as an 8 kHz G.711 mu-law telephone version
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import inspect
@@ -32,6 +31,7 @@ import soundfile as sf
 from ..audio import resample
 from ..emotion import CLASSES
 from ..errors import DatasetError
+from ..manifest import read_manifest as read_csv_manifest
 from ..prosody import ProsodyExtractor, ProsodyOptions
 
 log = logging.getLogger(__name__)
@@ -76,35 +76,24 @@ def read_clip_manifest(manifest: str | Path, *, root: str | Path | None = None,
         not exist (the first few are named, with their line numbers).
     """
     manifest = Path(manifest)
-    if not manifest.is_file():
-        raise DatasetError(f"clip manifest {manifest} does not exist; pass a CSV with columns path, emotion, "
-                           "speaker (and optionally language)")
     base = Path(root) if root is not None else manifest.parent
-    with open(manifest, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        path_col = "path" if "path" in header else ("file" if "file" in header else None)
-        missing = ([] if path_col else ["path"]) + [c for c in ("emotion", "speaker") if c not in header]
-        if missing:
-            raise DatasetError(f"clip manifest {manifest} lacks column(s) {missing}; its header is {header}; "
-                               "expected path, emotion, speaker (optional: language, corpus, gender)")
-        rows, bad_labels, missing_files, empty = [], [], [], []
-        corpus_name = default_corpus or manifest.parent.name
-        for line, raw in enumerate(reader, start=2):
-            f = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-            if not f.get(path_col) or not f.get("speaker") or not f.get("emotion"):
-                empty.append(line)
-                continue
-            label = LABEL_ALIASES.get(f["emotion"].lower())
-            if label is None:
-                bad_labels.append((line, f["emotion"]))
-                continue
-            path = Path(f[path_col])
-            path = path if path.is_absolute() else base / path
-            if not path.is_file():
-                missing_files.append((line, str(path)))
-            rows.append(ClipRow(str(path), label, f["speaker"], f.get("corpus") or corpus_name,
-                                f.get("language", ""), f.get("gender", "").lower()))
+    # The one manifest reader checks the file, the header and the paths; the labels are checked here.
+    rows, bad_labels, missing_files, empty = [], [], [], []
+    corpus_name = default_corpus or manifest.parent.name
+    for r in read_csv_manifest(manifest, required=("path", "emotion", "speaker"), root=root, check_files=False,
+                               error=DatasetError, hint="pass a CSV with columns path, emotion, speaker (and "
+                               "optionally language, corpus, gender)"):
+        if not r.get("speaker") or not r.get("emotion"):
+            empty.append(r.line)
+            continue
+        label = LABEL_ALIASES.get(r.get("emotion").lower())
+        if label is None:
+            bad_labels.append((r.line, r.get("emotion")))
+            continue
+        if not r.path.is_file():
+            missing_files.append((r.line, str(r.path)))
+        rows.append(ClipRow(str(r.path), label, r.get("speaker"), r.get("corpus") or corpus_name,
+                            r.get("language"), r.get("gender").lower()))
     if empty:
         raise DatasetError(f"{manifest}: line(s) {empty[:5]} have an empty path, emotion or speaker")
     if bad_labels:
@@ -138,20 +127,16 @@ def check_trainable(rows: Sequence[ClipRow], *, where: str) -> None:
 def default_clip_rows(data_dir: Path, *, corpora: Sequence[str] | None = None) -> list[ClipRow]:
     """EmoDB and emotion-multi clips (four classes), optionally only some corpora."""
     rows: list[ClipRow] = []
-    emodb = data_dir / "emodb" / "manifest.csv"
-    if emodb.is_file():
-        with open(emodb, newline="", encoding="utf-8") as fh:
-            for r in csv.DictReader(fh):
-                if r["emotion"] in CLASSES:
-                    rows.append(ClipRow(str(data_dir / "emodb" / r["file"]), r["emotion"], r["speaker"], "EmoDB",
-                                        r.get("language", "de"), r.get("gender", "")))
-    multi = data_dir / "emotion-multi" / "manifest.csv"
-    if multi.is_file():
-        with open(multi, newline="", encoding="utf-8") as fh:
-            for r in csv.DictReader(fh):
-                if r["emotion"] in CLASSES:
-                    rows.append(ClipRow(str(data_dir / "emotion-multi" / r["path"]), r["emotion"], r["speaker"],
-                                        r["corpus"], r.get("language", ""), r.get("gender", "")))
+    # (folder, corpus name or None = the manifest's corpus column, language when the manifest has none)
+    for folder, corpus, language in (("emodb", "EmoDB", "de"), ("emotion-multi", None, "")):
+        manifest = data_dir / folder / "manifest.csv"
+        if not manifest.is_file():
+            continue
+        for r in read_csv_manifest(manifest, required=("path", "emotion", "speaker", *(() if corpus else ("corpus",))),
+                                   check_files=False, error=DatasetError):
+            if r.get("emotion") in CLASSES:
+                rows.append(ClipRow(str(r.path), r.get("emotion"), r.get("speaker"), corpus or r.get("corpus"),
+                                    r.get("language", language), r.get("gender")))
     if not rows:
         raise DatasetError(f"no emotion corpora under {data_dir} (expected emodb/manifest.csv and "
                            "emotion-multi/manifest.csv); point CALLPULSE_DATA at the shared data folder")

@@ -32,11 +32,11 @@ import soundfile as sf
 from ..asr import PACK_GAP_S, AsrChunk, pool_turns
 from ..audio import resample
 from ..emotion import CLASSES, HIGH_AROUSAL, Head, shrunk_mean_std
-from .emotion import (
-    CONDITIONS, GAIN_DEPENDENT, TRAIN_CONDITIONS, Corpus, _nan_mean_std, _round, _standardise,
-    fit_logistic, fit_temperature, loso_temperature, other_handset, read_manifest, scores_summary,
-    telephone_version,
-)
+from .emotion import _round
+from .emotion_calibration import fit_temperature, loso_temperature, scores_summary
+from .emotion_data import (CONDITIONS, GAIN_DEPENDENT, TRAIN_CONDITIONS, Corpus, other_handset, read_manifest,
+                           telephone_version)
+from .emotion_heads import _nan_mean_std, _standardise, fit_logistic
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@
 3. The smoother (``rise_tau_s``, ``fall_tau_s``) and the policy (``raise_level``, ``min_sustain_s``) are
    chosen together on the same calls by the real ``AlertPolicy``: the most recall with at most
    ``MAX_FALSE`` false takeovers per calm call and at most ``MAX_EARLY`` of escalating calls alerted
-   before their onset; then the shortest median latency.
+   before their onset; then the shortest median latency. The level is the product's own detector
+   (``pipeline.detector``); the CUSUM alternative is chosen and compared in ``training.detector_choice``.
 
 Under leave-one-corpus-out the calls of the held-out corpus are scored by a fusion fitted on the other
 corpora's calls only (:func:`loco_fusion`); the shipped fusion is fitted on every corpus's calls.
@@ -32,11 +33,14 @@ import numpy as np
 import scipy.optimize
 
 from ..alerts import AlertPolicy, PolicyOptions
+from ..detector import make_detector
 from ..fusion import CUE_RECORDER, FEATURES, FUSION_FILE, MODEL_FEATURES, CueBaseline, LearnedFusion
 
 log = logging.getLogger(__name__)
 
 LABEL_LAG_S = 1.0
+# The engine's emotion reading every second covers the last 2 s (engine.EMOTION_WINDOW_S).
+ANALYSIS_WINDOW_S = 2.0
 # +1: never lowers agitation; -1: never raises it; 0: free.
 # baseline_ready may only lower agitation: free, it learnt "later in a call" (onsets come after the
 # calm opening), which is no evidence of anger.
@@ -80,12 +84,26 @@ class CallCues:
 
 @dataclass(frozen=True)
 class Timing:
-    """Smoother and takeover policy, chosen together."""
+    """Detector and takeover policy, chosen together (``detector = "cusum"``: raise_level 1, sustain 0)."""
 
     rise_tau_s: float = 1.0
     fall_tau_s: float = 6.0
     raise_level: float = 0.45
     min_sustain_s: float = 2.0
+    detector: str = "level"
+    cusum_drift: float = 0.5
+    cusum_threshold: float = 1.0
+
+    def describe(self) -> str:
+        if self.detector == "cusum":
+            return f"cusum drift {self.cusum_drift:g}, h {self.cusum_threshold:g}"
+        return f"rise {self.rise_tau_s:g} s, raise {self.raise_level:g}, sustain {self.min_sustain_s:g} s"
+
+
+def cusum_timing(drift: float, threshold: float, *, fall_tau_s: float = 6.0) -> Timing:
+    """The Timing of a CUSUM detector: the policy raises as soon as S reaches the threshold (level 1)."""
+    return Timing(rise_tau_s=0.5, fall_tau_s=fall_tau_s, raise_level=1.0, min_sustain_s=0.0, detector="cusum",
+                  cusum_drift=float(drift), cusum_threshold=float(threshold))
 
 
 def record_call(path: str | Path, *, engine, config, agent_channel: int, call_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -135,14 +153,20 @@ def check_calls(rows: Sequence[Mapping], *, where: str) -> None:
                            "(escalating calls with agitation_onset_s, calm calls with it empty)")
 
 
-def record_calls(rows: Sequence[Mapping], *, engine, config, cache: Path | None = None,
-                 progress: Callable[[str], None] = log.info) -> list[CallCues]:
-    """CallCues of every row, cached as JSON lines in ``cache`` (keyed by the engine's emotion model)."""
+def read_cached_cues(cache: Path) -> dict[str, CallCues]:
+    """The calls recorded so far in a cue cache (JSON lines), by "corpus/call_id"; {} when there is none."""
     done: dict[str, CallCues] = {}
-    if cache is not None and cache.is_file():
+    if cache.is_file():
         for line in cache.read_text(encoding="utf-8").splitlines():
             c = CallCues.from_json(json.loads(line))
             done[c.call_id] = c
+    return done
+
+
+def record_calls(rows: Sequence[Mapping], *, engine, config, cache: Path | None = None,
+                 progress: Callable[[str], None] = log.info) -> list[CallCues]:
+    """CallCues of every row, cached as JSON lines in ``cache`` (keyed by the engine's emotion model)."""
+    done = read_cached_cues(cache) if cache is not None else {}
     out = []
     for i, r in enumerate(rows):
         key = f"{r['corpus']}/{r['call_id']}"
@@ -208,20 +232,24 @@ def fit_fusion(calls: Sequence[CallCues], *, l2: float = L2) -> LearnedFusion:
     return LearnedFusion(tuple(float(v) for v in theta[:d]), float(theta[d]), f"fusion-lr-{digest}")
 
 
-def replay_levels(c: CallCues, model: LearnedFusion, timing: Timing) -> np.ndarray:
-    """The per-second agitation the engine's AgitationTracker computes from these inputs [n]."""
-    w, b = np.asarray(model.weights), model.bias
-    z = model_inputs(c) @ w + b
+def replay_evidence(c: CallCues, model: LearnedFusion) -> np.ndarray:
+    """The per-second fused evidence (before the detector) the engine's AgitationTracker computes [n]."""
+    z = model_inputs(c) @ np.asarray(model.weights) + model.bias
     p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
     active = (c.features[:, 0] > 0) | (c.features[:, -1] > 0)
-    raw = 1.0 - (1.0 - np.where(active, p, 0.0)) * (1.0 - c.other)
-    up, down = 1.0 - math.exp(-1.0 / timing.rise_tau_s), 1.0 - math.exp(-1.0 / timing.fall_tau_s)
-    level = np.zeros(len(raw))
-    cur = 0.0
-    for i, r in enumerate(raw):
-        cur += (r - cur) * (up if r > cur else down)
-        level[i] = cur
-    return level
+    return 1.0 - (1.0 - np.where(active, p, 0.0)) * (1.0 - c.other)
+
+
+def detector_levels(raw: np.ndarray, timing: Timing) -> np.ndarray:
+    """The level the policy reads, by the product's own detector (``pipeline.detector``) [n]."""
+    det = make_detector(timing.detector, rise_tau_s=timing.rise_tau_s, fall_tau_s=timing.fall_tau_s,
+                        cusum_drift=timing.cusum_drift, cusum_threshold=timing.cusum_threshold)
+    return np.array([det.update(float(r)) for r in raw])
+
+
+def replay_levels(c: CallCues, model: LearnedFusion, timing: Timing) -> np.ndarray:
+    """The per-second agitation the engine's AgitationTracker computes from these inputs [n]."""
+    return detector_levels(replay_evidence(c, model), timing)
 
 
 def policy_raises(t_s: np.ndarray, level: np.ndarray, timing: Timing, base: PolicyOptions = PolicyOptions()) -> list[float]:
@@ -274,8 +302,11 @@ def latency_parts(calls: Sequence[CallCues], model: LearnedFusion, timing: Timin
     """Where the seconds between the onset and the takeover go, medians over detected escalating calls:
     ``evidence_s`` (onset -> first second the unsmoothed evidence reaches raise_level: the 2 s analysis
     window, the 1 s hop and the cue itself), ``smoothing_s`` (-> the smoothed level reaches it) and
-    ``sustain_s`` (-> the policy raises)."""
-    parts: dict[str, list[float]] = {"evidence_s": [], "smoothing_s": [], "sustain_s": []}
+    ``sustain_s`` (-> the policy raises). ``full_window_s``: onset -> the first caller reading whose 2 s
+    window lies wholly after the onset (the floor the analysis window and the 1 s hop set). With
+    ``detector = "cusum"``, evidence_s is -> the evidence first exceeds the drift and smoothing_s the
+    accumulation up to the threshold."""
+    parts: dict[str, list[float]] = {"full_window_s": [], "evidence_s": [], "smoothing_s": [], "sustain_s": []}
     for c in calls:
         if c.onset_s is None:
             continue
@@ -283,14 +314,16 @@ def latency_parts(calls: Sequence[CallCues], model: LearnedFusion, timing: Timin
         raises = [r for r in policy_raises(c.t_s, level, timing) if r >= c.onset_s]
         if not raises:
             continue
-        z = model_inputs(c) @ np.asarray(model.weights) + model.bias
-        active = (c.features[:, 0] > 0) | (c.features[:, -1] > 0)
-        raw = 1.0 - (1.0 - np.where(active, 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))), 0.0)) * (1.0 - c.other)
+        raw = replay_evidence(c, model)
         after = c.t_s >= c.onset_s
-        t_ev = c.t_s[after & (raw >= timing.raise_level)]
+        # cusum: the evidence starts to count once it exceeds the drift; "smoothing" is the accumulation
+        t_ev = c.t_s[after & (raw >= (timing.cusum_drift if timing.detector == "cusum" else timing.raise_level))]
         t_lv = c.t_s[after & (level >= timing.raise_level)]
         if not len(t_ev) or not len(t_lv):
             continue
+        full = c.t_s[(c.t_s - ANALYSIS_WINDOW_S >= c.onset_s) & (c.features[:, 0] > 0)]
+        if len(full):
+            parts["full_window_s"].append(float(full[0] - c.onset_s))
         parts["evidence_s"].append(float(t_ev[0] - c.onset_s))
         parts["smoothing_s"].append(float(max(0.0, t_lv[0] - t_ev[0])))
         parts["sustain_s"].append(float(max(0.0, raises[0] - t_lv[0])))

@@ -15,7 +15,7 @@ from pipeline.strain import ShiftBook, ShiftState, StrainOptions
 
 
 class FakeSession:
-    """Scripted stand-in for CallSession: caller loudness is 'agitation'; an alert is raised when it
+    """Scripted stand-in for CallSession (pipeline.seams.CallSessionPort): caller loudness is 'agitation'; an alert is raised when it
     stays >= 0.5 for 2 s, exactly like a hysteresis policy with a 2 s sustain."""
 
     def __init__(self, info, shifts=None) -> None:
@@ -61,6 +61,15 @@ class FakeSession:
                 "duration_s": self.samples / self.info.sample_rate_hz,
                 "alerts": [] if self.alert is None else [self.alert.as_json()]}
 
+    def shift_so_far(self) -> dict | None:
+        return None
+
+    def take_asr_jobs(self) -> list:
+        return []  # the fake transcribes nothing
+
+    def apply_asr(self, job, window, *, t_available=None) -> list:
+        return []
+
     def finish(self) -> list:
         if self.info.agent_id and self.shifts is not None:
             state = self.shifts.get(self.info.agent_id)
@@ -71,18 +80,22 @@ class FakeSession:
 
 
 class FakeEngine:
+    """The engine's interface (pipeline.seams.CallEngine) with scripted sessions and no ASR."""
+
+    transcriber = None
+
     def __init__(self) -> None:
         self.sessions: dict[str, FakeSession] = {}
         self.shifts = ShiftBook(StrainOptions())
 
-    def open_call(self, info) -> FakeSession:
+    def open_call(self, info, *, defer_asr: bool = False) -> FakeSession:
         session = FakeSession(info, self.shifts)
         self.sessions[info.call_id] = session
         return session
 
 
 class FakeStore:
-    """The store's interface on an in-memory SQLite connection (unit tests only)."""
+    """The store's interface (pipeline.seams.CallStore) on an in-memory SQLite connection (unit tests only)."""
 
     def __init__(self, path: str = ":memory:") -> None:
         self.connection = sqlite3.connect(path)
@@ -96,6 +109,9 @@ class FakeStore:
 
     def list_calls(self):
         return [{"call_id": k} for k in self.calls]
+
+    def list_shift_agents(self):
+        return []  # the fake keeps no shifts: the engine's book is in memory
 
 
 def fake_call_info(**fields):

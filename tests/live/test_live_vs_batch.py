@@ -1,12 +1,18 @@
-"""Streaming and batch give the same alerts on the same sample: the escalating call streamed through
-the audio-fork tap (lossless L16, 20 ms frames) and through Twilio (mu-law, 20 ms) against the batch
-entry point on the same file. Tolerance: alert times within 1.0 s (one level tick); mu-law may shift a
-threshold crossing by a tick, lossless L16 must not."""
+"""Streaming and batch give the same per-call JSON on the same audio, with ASR on, to the last digit:
+the escalating call streamed through the audio-fork tap (lossless L16, 20 ms frames) and through Twilio
+(mu-law, 20 ms), each against batch on a file of exactly the samples the tap carried (the replay tool's
+int16, after the same mu-law round trip for Twilio). Live hands Whisper windows to its ASR pool; each window's text counts from a tick fixed in call
+time (``[asr] apply_delay_s``), so it lands where batch puts it. Only wall-clock fields may differ."""
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
+from pipeline.audio import decode_mulaw, encode_mulaw
 from pipeline.batch import analyze_file
+from pipeline.engine import Engine
 from pipeline.live.replay import ReplayCall, replay, wait_for_result
 
 from live_support import ESCALATING
@@ -14,31 +20,54 @@ from live_fakes import TOKEN, FakeStore, run_live
 
 pytestmark = pytest.mark.slow
 
-
-def alert_times(result: dict) -> list[tuple[str, float, float]]:
-    return [(a["kind"], a["onset_s"], a["raised_at_s"]) for a in result["alerts"]]
+WALL_CLOCK = ("processing_s", "stage_s")  # summary fields that measure this machine, not the call
 
 
-@pytest.mark.parametrize("fmt, tolerance_s", [("audio-fork", 0.0), ("twilio", 1.0)])
-def test_streamed_call_raises_the_alerts_batch_raises_on_the_same_file(real_engine, fmt, tolerance_s):
+def comparable(result: dict) -> dict:
+    r = json.loads(json.dumps(result))
+    for key in WALL_CLOCK:
+        r["summary"].pop(key, None)
+    r.pop("source")       # the file's path vs the tap's name
+    r.pop("started_at")   # live stamps the wall-clock start; batch has none
+    return r
+
+
+@pytest.fixture(scope="module")
+def patient_engine(engine):
+    """The real engine with ASR, waiting as long as it takes for a late window (a busy test machine
+    must not turn a wait into a late text; giving up after apply_wait_s is tested in test_engine)."""
+    return Engine(engine.config.replace("asr", apply_wait_s=1e6), vad=engine.vad, transcriber=engine.transcriber,
+                  extractor=engine.extractor, emotion=engine.emotion, text=engine.text, shifts=engine.shifts)
+
+
+def _as_carried(call: ReplayCall, fmt: str, out):
+    """A stereo file (agent, caller) of the int16 samples the tap ``fmt`` delivers for ``call``."""
+    import soundfile as sf
+
+    if fmt == "twilio":
+        agent, caller = call.at_rate(8000)
+        agent, caller = decode_mulaw(encode_mulaw(agent)), decode_mulaw(encode_mulaw(caller))
+        sr = 8000
+    else:
+        agent, caller, sr = call.agent, call.caller, call.sample_rate_hz
+    sf.write(out, np.stack([agent, caller], axis=1), sr, subtype="PCM_16")
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["audio-fork", "twilio"])
+def test_streamed_call_gives_batch_json_with_asr_on(patient_engine, fmt, tmp_path):
     if not ESCALATING.exists():
         pytest.skip(f"{ESCALATING} is missing")
-    batch = analyze_file(ESCALATING, engine=real_engine, call_id="batch", agent_id=None)
-    call = ReplayCall.from_file(str(ESCALATING), agent_channel=0, call_id=f"live-{fmt}", agent_id=None)
+    call_id = f"live-{fmt}"
+    call = ReplayCall.from_file(str(ESCALATING), agent_channel=0, call_id=call_id, agent_id=None)
+    carried = _as_carried(call, fmt, tmp_path / f"{fmt}.wav")
+    batch = analyze_file(carried, engine=patient_engine, call_id=call_id, agent_id=None, agent_channel=0)
 
     async def scenario(r):
-        to = f"{r.bound.ws}/tap/{fmt}"
-        await replay(call, fmt=fmt, to=to, token=TOKEN, speed=0)
-        return await wait_for_result(r.bound.http, call.call_id, token=TOKEN, timeout_s=120)
+        await replay(call, fmt=fmt, to=f"{r.bound.ws}/tap/{fmt}", token=TOKEN, speed=0)
+        return await wait_for_result(r.bound.http, call.call_id, token=TOKEN, timeout_s=300)
 
-    live = run_live(scenario, engine=real_engine, store=FakeStore(), timeout_s=180)["result"]
-    want, got = alert_times(batch), alert_times(live)
-    assert want, "the escalating sample raises an alert in batch"
-    assert [k for k, _, _ in got] == [k for k, _, _ in want]
-    for (_, onset_b, raised_b), (_, onset_l, raised_l) in zip(want, got):
-        assert abs(onset_l - onset_b) <= tolerance_s and abs(raised_l - raised_b) <= tolerance_s
-    assert live["duration_s"] == pytest.approx(batch["duration_s"], abs=0.03)
-    if tolerance_s == 0.0:
-        # levels are rounded to 3 decimals in the JSON: equal up to that rounding
-        assert [p["caller_agitation"] for p in live["timeline"]] == pytest.approx(
-            [p["caller_agitation"] for p in batch["timeline"]], abs=0.0015)
+    live = run_live(scenario, engine=patient_engine, store=FakeStore(), timeout_s=400)["result"]
+    assert [a["action"] for a in batch["alerts"]] == ["supervisor_takeover"]
+    assert any(s["text"] for s in batch["segments"]), "ASR is on: the call has text"
+    assert comparable(live) == comparable(batch)

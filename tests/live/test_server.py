@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.live.replay import ReplayCall, audiosocket_uuid, feed_events, replay, wait_for_result
-from pipeline.live.server import resolve_token
+from pipeline.live.security import resolve_token
 from pipeline.live.taps import audiosocket as asock
 from pipeline.live.taps.audio_fork import SUBPROTOCOL
 

@@ -1,0 +1,107 @@
+"""Choosing the takeover detector (``[fusion] detector``, ``pipeline.detector``) on evaluation calls.
+
+The CUSUM's drift and threshold are chosen by the rule the smoothed level's timing is
+(:func:`pipeline.training.fusion.select_timing`): the most recall with at most ``MAX_FALSE`` false
+takeovers per calm call (lively-calm included) and at most ``MAX_EARLY`` of escalating calls alerted before
+their onset, then the shortest median latency; :func:`loco_detectors` compares both detectors under
+leave-one-corpus-out (fusion weights and detector parameters fitted without the corpus scored), and
+:func:`side_by_side` scores fixed timings on the same calls.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..fusion import LearnedFusion
+from .fusion import (MAX_EARLY, MAX_FALSE, CallCues, Timing, _first_raise_fast, cusum_timing, detector_levels,
+                     fit_fusion, latency_parts, replay_evidence, score, select_timing)
+
+log = logging.getLogger(__name__)
+
+# detector = "cusum": drift (evidence a second must exceed to count) and threshold h (accumulated excess).
+DRIFT_GRID = tuple(round(x, 3) for x in np.arange(0.30, 0.951, 0.05))
+THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
+
+
+def _budget_key(calls: Sequence[CallCues], levels: Mapping[int, np.ndarray], raise_level: float, sustain: int
+                ) -> tuple[tuple, dict]:
+    """The selection key of one (levels, raise level, sustain): within the false/early budgets, recall,
+    then the shortest median latency; outside them, the least over budget first. First raise of each
+    run above the level (the policy's cooldown and hysteresis ignored: a quick scan)."""
+    esc = [c for c in calls if c.onset_s is not None]
+    calm = [c for c in calls if c.onset_s is None]
+    n_false = sum(len(_first_raise_fast(levels[id(c)], raise_level, sustain)) > 0 for c in calm)
+    n_early, lat = 0, []
+    for c in esc:
+        idx = _first_raise_fast(levels[id(c)], raise_level, sustain)
+        ts = c.t_s[idx] if len(idx) else np.array([])
+        n_early += bool((ts < c.onset_s).any())
+        after = ts[ts >= c.onset_s]
+        if len(after):
+            lat.append(after[0] - c.onset_s)
+    false_rate, early_rate = n_false / max(1, len(calm)), n_early / max(1, len(esc))
+    recall = len(lat) / max(1, len(esc))
+    med = float(np.median(lat)) if lat else 1e9
+    ok = false_rate <= MAX_FALSE and early_rate <= MAX_EARLY
+    return (ok, recall if ok else -(false_rate + early_rate), -med), {"recall": recall, "false": false_rate}
+
+
+def select_cusum(calls: Sequence[CallCues], model: LearnedFusion, *, progress: Callable[[str], None] = log.info
+                 ) -> tuple[Timing, dict]:
+    """The CUSUM drift and threshold chosen by the same rule as :func:`select_timing` (most recall within
+    the false/early budgets, then the lowest median latency), re-scored by the real policy."""
+    raws = {id(c): replay_evidence(c, model) for c in calls}
+    best = None
+    for drift in DRIFT_GRID:
+        for h in THRESHOLD_GRID:
+            timing = cusum_timing(drift, h)
+            levels = {k: detector_levels(r, timing) for k, r in raws.items()}
+            key, _ = _budget_key(calls, levels, 1.0, 0)
+            if best is None or key > best[0]:
+                best = (key, timing)
+    timing = best[1]
+    figures = score(calls, model, timing)
+    progress(f"  {timing.describe()}: recall {figures['recall']:.2f}, false/calm call "
+             f"{figures['false_per_calm_call']:.3f}, early {figures['early_share']:.2f}, "
+             f"median latency {figures['latency_median_s']:.1f} s")
+    return timing, figures
+
+
+def loco_detectors(calls_by_fold: Mapping[str, Sequence[CallCues]], *, corpora: Sequence[str],
+                   progress: Callable[[str], None] = log.info) -> dict:
+    """Both detectors under leave-one-corpus-out: for each held-out corpus C, the fusion weights and each
+    detector's parameters are fitted on the other corpora's calls only and scored on C's calls.
+    Returns {C: {detector: {"timing", "figures": {"all", variants...}}}}."""
+    out = {}
+    for held in corpora:
+        calls = calls_by_fold[held]
+        train = [c for c in calls if c.corpus != held]
+        test = [c for c in calls if c.corpus == held]
+        if not test or not train:
+            continue
+        assert not any(c.corpus == held for c in train)
+        model = fit_fusion(train)
+        out[held] = {}
+        for name, select in (("level", select_timing), ("cusum", select_cusum)):
+            progress(f"detector LOCO: {held} held out, {name} chosen on {sorted({c.corpus for c in train})}")
+            timing, _ = select(train, model, progress=progress)
+            figures = {"all": {**score(test, model, timing), "latency_parts": latency_parts(test, model, timing)}}
+            for variant in sorted({c.variant for c in test}):
+                figures[variant] = score([c for c in test if c.variant == variant], model, timing)
+            out[held][name] = {"timing": dataclasses.asdict(timing), "figures": figures}
+    return out
+
+
+def side_by_side(calls: Sequence[CallCues], model: LearnedFusion, timings: Mapping[str, Timing]) -> dict:
+    """{name: {"timing", "figures": {"all", per corpus...}}} of fixed timings on the same calls."""
+    out = {}
+    for name, timing in timings.items():
+        figures = {"all": {**score(calls, model, timing), "latency_parts": latency_parts(calls, model, timing)}}
+        for corpus in sorted({c.corpus for c in calls}):
+            sub = [c for c in calls if c.corpus == corpus]
+            figures[corpus] = {**score(sub, model, timing), "latency_parts": latency_parts(sub, model, timing)}
+        out[name] = {"timing": dataclasses.asdict(timing), "figures": figures}
+    return out
