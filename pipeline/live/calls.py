@@ -75,6 +75,7 @@ class LiveCall:
     drained: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever the worker took the backlog
     tap_call_id: str = ""  # the id the tap gave, when the service had to give the call another one
     last_checkpoint: float = 0.0
+    gap_samples: int = 0  # audio lost in transit and filled with silence (kept when the aligner is released)
 
     @property
     def call_id(self) -> str:
@@ -88,6 +89,8 @@ class LiveCall:
         """The call has ended and its result is taken: drop the session (its audio rings, models' per-call
         state), the aligner's buffers and the tap's callback. What the API shows of an ended call
         (``summary``, ``result``) stays; a server keeps ``live.recent_calls`` of these, not sessions."""
+        if self.aligner is not None:
+            self.gap_samples = self.aligner.gap_samples
         self.session = None
         self.aligner = None
         self.pending = []

@@ -16,37 +16,14 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ..fusion import LearnedFusion
-from .fusion import (MAX_EARLY, MAX_FALSE, CallCues, Timing, _first_raise_fast, cusum_timing, detector_levels,
-                     fit_fusion, latency_parts, replay_evidence, score, select_timing)
+from .fusion import (CallCues, Timing, budget_key, cusum_timing,
+                     detector_levels, fit_fusion, latency_parts, replay_evidence, score, select_timing)
 
 log = logging.getLogger(__name__)
 
 # detector = "cusum": drift (evidence a second must exceed to count) and threshold h (accumulated excess).
 DRIFT_GRID = tuple(round(x, 3) for x in np.arange(0.30, 0.951, 0.05))
 THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
-
-
-def _budget_key(calls: Sequence[CallCues], levels: Mapping[int, np.ndarray], raise_level: float, sustain: int
-                ) -> tuple[tuple, dict]:
-    """The selection key of one (levels, raise level, sustain): within the false/early budgets, recall,
-    then the shortest median latency; outside them, the least over budget first. First raise of each
-    run above the level (the policy's cooldown and hysteresis ignored: a quick scan)."""
-    esc = [c for c in calls if c.onset_s is not None]
-    calm = [c for c in calls if c.onset_s is None]
-    n_false = sum(len(_first_raise_fast(levels[id(c)], raise_level, sustain)) > 0 for c in calm)
-    n_early, lat = 0, []
-    for c in esc:
-        idx = _first_raise_fast(levels[id(c)], raise_level, sustain)
-        ts = c.t_s[idx] if len(idx) else np.array([])
-        n_early += bool((ts < c.onset_s).any())
-        after = ts[ts >= c.onset_s]
-        if len(after):
-            lat.append(after[0] - c.onset_s)
-    false_rate, early_rate = n_false / max(1, len(calm)), n_early / max(1, len(esc))
-    recall = len(lat) / max(1, len(esc))
-    med = float(np.median(lat)) if lat else 1e9
-    ok = false_rate <= MAX_FALSE and early_rate <= MAX_EARLY
-    return (ok, recall if ok else -(false_rate + early_rate), -med), {"recall": recall, "false": false_rate}
 
 
 def select_cusum(calls: Sequence[CallCues], model: LearnedFusion, *, progress: Callable[[str], None] = log.info
@@ -59,7 +36,7 @@ def select_cusum(calls: Sequence[CallCues], model: LearnedFusion, *, progress: C
         for h in THRESHOLD_GRID:
             timing = cusum_timing(drift, h)
             levels = {k: detector_levels(r, timing) for k, r in raws.items()}
-            key, _ = _budget_key(calls, levels, 1.0, 0)
+            key, _ = budget_key(calls, levels, 1.0, 0)
             if best is None or key > best[0]:
                 best = (key, timing)
     timing = best[1]

@@ -344,6 +344,29 @@ def _first_raise_fast(level: np.ndarray, raise_level: float, sustain_steps: int)
     return np.array(out, dtype=int)
 
 
+def budget_key(calls: Sequence[CallCues], levels: Mapping[int, np.ndarray], raise_level: float, sustain: int
+                ) -> tuple[tuple, dict]:
+    """The selection key of one (levels, raise level, sustain): within the false/early budgets, recall,
+    then the shortest median latency; outside them, the least over budget first. First raise of each
+    run above the level (the policy's cooldown and hysteresis ignored: a quick scan)."""
+    esc = [c for c in calls if c.onset_s is not None]
+    calm = [c for c in calls if c.onset_s is None]
+    n_false = sum(len(_first_raise_fast(levels[id(c)], raise_level, sustain)) > 0 for c in calm)
+    n_early, lat = 0, []
+    for c in esc:
+        idx = _first_raise_fast(levels[id(c)], raise_level, sustain)
+        ts = c.t_s[idx] if len(idx) else np.array([])
+        n_early += bool((ts < c.onset_s).any())
+        after = ts[ts >= c.onset_s]
+        if len(after):
+            lat.append(after[0] - c.onset_s)
+    false_rate, early_rate = n_false / max(1, len(calm)), n_early / max(1, len(esc))
+    recall = len(lat) / max(1, len(esc))
+    med = float(np.median(lat)) if lat else 1e9
+    ok = false_rate <= MAX_FALSE and early_rate <= MAX_EARLY
+    return (ok, recall if ok else -(false_rate + early_rate), -med), {"recall": recall, "false": false_rate}
+
+
 def select_timing(calls: Sequence[CallCues], model: LearnedFusion, *, progress: Callable[[str], None] = log.info
                   ) -> tuple[Timing, dict]:
     """The timing with the most recall within the false/early budgets (then the lowest median latency).
@@ -351,30 +374,13 @@ def select_timing(calls: Sequence[CallCues], model: LearnedFusion, *, progress: 
     A quick scan (first raise of each run above the level; the policy's cooldown and hysteresis are
     ignored) ranks the grid; the winner is re-scored by the real policy.
     """
-    esc = [c for c in calls if c.onset_s is not None]
-    calm = [c for c in calls if c.onset_s is None]
     best = None
     for rise in RISE_GRID:
         for fall in FALL_GRID:
             levels = {id(c): replay_levels(c, model, Timing(rise, fall)) for c in calls}
             for sustain in SUSTAIN_GRID:
                 for lv in RAISE_GRID:
-                    n_false = sum(len(_first_raise_fast(levels[id(c)], lv, int(sustain))) > 0 for c in calm)
-                    n_early = 0
-                    lat = []
-                    for c in esc:
-                        idx = _first_raise_fast(levels[id(c)], lv, int(sustain))
-                        ts = c.t_s[idx] if len(idx) else np.array([])
-                        n_early += bool((ts < c.onset_s).any())
-                        after = ts[ts >= c.onset_s]
-                        if len(after):
-                            lat.append(after[0] - c.onset_s)
-                    false_rate, early_rate = n_false / max(1, len(calm)), n_early / max(1, len(esc))
-                    recall = len(lat) / max(1, len(esc))
-                    med = float(np.median(lat)) if lat else 1e9
-                    ok = false_rate <= MAX_FALSE and early_rate <= MAX_EARLY
-                    # within budget: recall, then latency; outside: the least over-budget first
-                    key = (ok, recall if ok else -(false_rate + early_rate), -med)
+                    key, _ = budget_key(calls, levels, float(lv), int(sustain))
                     if best is None or key > best[0]:
                         best = (key, Timing(rise, fall, float(lv), float(sustain)))
     timing = best[1]
