@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ..fusion import LearnedFusion
-from .fusion import (CallCues, Timing, budget_key, cusum_timing,
+from .fusion import (CallCues, Timing, budget_key, cusum_timing, loco_folds,
                      detector_levels, fit_fusion, latency_parts, replay_evidence, score, select_timing)
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,7 @@ def loco_detectors(calls_by_fold: Mapping[str, Sequence[CallCues]], *, corpora: 
     detector's parameters are fitted on the other corpora's calls only and scored on C's calls.
     Returns {C: {detector: {"timing", "figures": {"all", variants...}}}}."""
     out = {}
-    for held in corpora:
-        calls = calls_by_fold[held]
-        train = [c for c in calls if c.corpus != held]
-        test = [c for c in calls if c.corpus == held]
-        if not test or not train:
-            continue
-        assert not any(c.corpus == held for c in train)
+    for held, train, test in loco_folds(calls_by_fold, corpora):
         model = fit_fusion(train)
         out[held] = {}
         for name, select in (("level", select_timing), ("cusum", select_cusum)):

@@ -397,18 +397,23 @@ def fit(calls: Sequence[CallCues], *, progress: Callable[[str], None] = log.info
     return model, timing, figures
 
 
+def loco_folds(calls_by_fold: Mapping[str, Sequence[CallCues]], corpora: Sequence[str]):
+    """(held-out corpus C, training calls, C's calls) for each C with both: ``calls_by_fold[C]`` holds every
+    call's cues by the emotion model trained without C, and no call of C is ever in the training calls."""
+    for held in corpora:
+        calls = calls_by_fold[held]
+        train = [c for c in calls if c.corpus != held]
+        test = [c for c in calls if c.corpus == held]
+        if test and train:
+            yield held, train, test
+
+
 def loco_fusion(calls_by_fold: Mapping[str, Sequence[CallCues]], *, corpora: Sequence[str],
                 progress: Callable[[str], None] = log.info) -> dict:
     """``calls_by_fold[C]``: every call's cues by the emotion model trained without corpus C. For each
     C, fit on the other corpora's calls, score C's calls. Returns {C: {"fit_on", "timing", "model", "figures"}}."""
     out = {}
-    for held in corpora:
-        calls = calls_by_fold[held]
-        train = [c for c in calls if c.corpus != held]
-        test = [c for c in calls if c.corpus == held]
-        if not test or not train:
-            continue
-        assert not any(c.corpus == held for c in train)
+    for held, train, test in loco_folds(calls_by_fold, corpora):
         progress(f"fusion LOCO: {held} held out; fitting on {sorted({c.corpus for c in train})}")
         model, timing, _ = fit(train, progress=progress)
         figures = {"all": {**score(test, model, timing), "latency_parts": latency_parts(test, model, timing)}}
