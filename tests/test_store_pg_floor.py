@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from pipeline.errors import ConfigError
 from pipeline.live.feed import FeedHub
 from pipeline.live.floor import Floor, open_alert_log
 from pipeline.live.options import LiveOptions
@@ -230,3 +231,43 @@ def test_a_worker_feeds_the_other_workers_alerts_and_calls_once_and_not_what_was
     finally:
         for s in stores:
             s.close()
+
+
+def _floor(store, opts, worker_id: str) -> Floor:
+    return Floor(store, PgAlertLog(store, opts, worker_id=worker_id), opts, worker_id=worker_id,
+                 hub=FeedHub(max_updates=8), local_calls=list, board=list, on_orphans=lambda ids: None)
+
+
+def test_a_second_worker_under_a_running_workers_id_is_refused(pg_url):
+    opts = options()
+    stores = [PgStore.open(pg_url), PgStore.open(pg_url)]
+    running = _floor(stores[0], opts, "w1")
+    running.join()
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(opts.worker_heartbeat_s):
+            running._beat([])
+
+    beating = threading.Thread(target=heartbeat)
+    beating.start()
+    try:
+        with pytest.raises(ConfigError, match="worker_id"):
+            _floor(stores[1], opts, "w1").join()
+        assert _floor(stores[1], opts, "w2").join() == [], "another id joins the same floor"
+    finally:
+        stop.set()
+        beating.join(timeout=10)
+        for s in stores:
+            s.close()
+
+
+def test_a_worker_restarted_before_its_old_row_expires_takes_its_id_back(pg_url):
+    opts = options()
+    stores = [PgStore.open(pg_url), PgStore.open(pg_url)]
+    try:
+        _floor(stores[0], opts, "w1").join()  # its previous life: joined, then died without leaving
+        stores[0].close()
+        assert _floor(stores[1], opts, "w1").join() == []
+    finally:
+        stores[1].close()

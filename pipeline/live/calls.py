@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import TapProtocolError
+from ..seams import CallEngine, CallSessionPort
 from ..events import AlertEvent, CallEnded, LevelUpdate, StageError, TranscriptEvent
 from .asr_pool import AsrPool, AsrPoolOptions, AsrSkipped, auto_batch
 from .options import LiveOptions
@@ -47,7 +48,7 @@ def default_call_info(**fields: Any) -> Any:
 @dataclass
 class LiveCall:
     meta: CallMeta
-    session: Any
+    session: CallSessionPort | None  # None once released at the call's end
     aligner: Aligner
     started_at: str
     opened_mono: float
@@ -123,7 +124,7 @@ class LiveCall:
 class CallManager:
     """Opens, feeds and finalises live calls. Event-loop side only; sessions run in ``executor``."""
 
-    def __init__(self, *, engine: Any, options: LiveOptions, executor: Executor,
+    def __init__(self, *, engine: CallEngine, options: LiveOptions, executor: Executor,
                  on_alert: Callable[[LiveCall, dict], None],
                  on_update: Callable[[str, str, dict], None],
                  on_ended: Callable[[LiveCall], Any],
@@ -145,7 +146,7 @@ class CallManager:
         # Whisper windows of every call go through one shared scheduler (live/asr_pool.py) that batches
         # them, in their own threads so a call's acoustic path never waits behind ASR; one thread by
         # default because each transcription already uses [asr] cpu_threads cores.
-        self.transcriber = getattr(engine, "transcriber", None)
+        self.transcriber = engine.transcriber
         self.defer_asr = options.asr_mode == "deferred" and self.transcriber is not None
         self.asr_executor = (ThreadPoolExecutor(max_workers=options.asr_workers, thread_name_prefix="callpulse-asr")
                              if self.defer_asr else None)
@@ -319,10 +320,9 @@ class CallManager:
             log.exception("call %s: the engine failed (%s); closing the call with its result so far",
                           call.call_id, exc, extra={"call_id": call.call_id})
             call.errors.append({"stage": "live", "t_s": call.fed_samples / sr, "message": str(exc)})
-            salvage = getattr(call.session, "result", None)
-            if call.result is None and callable(salvage):
+            if call.result is None and call.session is not None:
                 try:
-                    call.result = dict(await loop.run_in_executor(self.executor, salvage))
+                    call.result = dict(await loop.run_in_executor(self.executor, call.session.result))
                 except Exception:
                     log.exception("call %s: no result could be saved", call.call_id, extra={"call_id": call.call_id})
         finally:
@@ -343,14 +343,13 @@ class CallManager:
         if self.on_checkpoint is None:
             return
         loop = asyncio.get_running_loop()
-        result = getattr(call.session, "result", None)
-        shift = getattr(call.session, "shift_so_far", None)
+        session = call.session
+        if session is None:  # already released: the call's end saved its result
+            return
         try:
             async with call.lock:
-                partial = dict(await loop.run_in_executor(self.executor, result)) if callable(result) else {
-                    "call_id": call.call_id, "agent_id": call.meta.agent_id, "source": call.meta.source,
-                    "started_at": call.started_at, "alerts": list(call.alerts)}
-                state = await loop.run_in_executor(self.executor, shift) if callable(shift) else None
+                partial = dict(await loop.run_in_executor(self.executor, session.result))
+                state = await loop.run_in_executor(self.executor, session.shift_so_far)
             partial.setdefault("call_id", call.call_id)
             partial.setdefault("source", call.meta.source)
             partial.setdefault("started_at", call.started_at)
@@ -367,10 +366,9 @@ class CallManager:
         return 0 if pool is None else pool.queued + pool.in_flight
 
     def _schedule_asr(self, call: LiveCall) -> None:
-        take = getattr(call.session, "take_asr_jobs", None)
-        if not self.defer_asr or take is None:
+        if not self.defer_asr or call.session is None:
             return
-        for job in take():
+        for job in call.session.take_asr_jobs():
             # queue policy (oldest first, a per-call bound per batch, previews skipped first): asr_pool.py
             future = self.asr_pool.submit(call.call_id, job)
             asyncio.get_running_loop().create_task(self._asr(call, job, future), name=f"asr-{call.call_id}-{job.id}")

@@ -21,10 +21,11 @@ import asyncio
 import json
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import PipelineError
+from ..errors import ConfigError, PipelineError
 from ..outputs.store_pg import FLOOR_CHANNEL
 from .feed import FeedHub
 from .options import LiveOptions
@@ -89,7 +90,9 @@ class Floor:
 
     def join(self, *, http: str | None = None) -> list[str]:
         """Register this worker and adopt dead workers' checkpoints (before the service recovers its
-        own). Returns the adopted call ids."""
+        own). Returns the adopted call ids. Refuses (ConfigError) when another running worker already has
+        this id: the two would delete each other's live calls and adopt each other's checkpoints."""
+        self._refuse_a_live_namesake()
         self.store.worker_id = self.worker_id
         with self.store.transaction("register this live worker") as db:
             db.execute(
@@ -103,6 +106,25 @@ class Floor:
         adopted = self._adopt_orphans()
         log.info("live worker %s joined the floor on %s", self.worker_id, self.store.path)
         return adopted
+
+    def _refuse_a_live_namesake(self, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        """A fresh row under this id is either this worker's previous life (restarted within
+        worker_dead_after_s) or a namesake still running: only the latter keeps heartbeating."""
+        def last_beat() -> tuple[float, float] | None:
+            with self.store.transaction("read this worker id's heartbeat") as db:
+                row = db.execute(f"SELECT heartbeat_at, {_DB_NOW}::double precision FROM live_workers "
+                                 "WHERE worker_id = %s",
+                                 (self.worker_id,)).fetchone()
+                return None if row is None else (float(row[0]), float(row[1]))
+        first = last_beat()
+        if first is None or first[1] - first[0] > self.options.worker_dead_after_s:
+            return
+        sleep(2.5 * self.options.worker_heartbeat_s)
+        again = last_beat()
+        if again is not None and again[0] > first[0]:
+            raise ConfigError(f"another live worker is running as {self.worker_id!r} on this database (its "
+                              f"heartbeat is {again[1] - again[0]:.1f} s old): give each `serve` its own "
+                              "[live] worker_id (or --port, since the default is <hostname>:<port>)")
 
     async def start(self) -> None:
         self._poll_now = asyncio.Event()
