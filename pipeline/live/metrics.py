@@ -31,11 +31,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from .calls import LiveCall
 
 log = logging.getLogger("pipeline.live.metrics")
 
@@ -61,11 +64,11 @@ class LiveMetrics:
         with self._lock:
             self._alerts[(str(alert.get("state", "")), str(alert.get("kind", "")))] += 1
 
-    def call_ended(self, call: Any) -> None:
+    def call_ended(self, call: LiveCall) -> None:
         with self._lock:
             self._ended += 1
-            self._ended_malformed += int(getattr(call, "malformed", 0))
-            self._ended_dropped_s += getattr(call, "dropped_samples", 0) / max(getattr(call, "sample_rate_hz", 1), 1)
+            self._ended_malformed += call.malformed
+            self._ended_dropped_s += call.dropped_samples / call.sample_rate_hz
 
     # --- collection ----------------------------------------------------------------------------
 
@@ -82,8 +85,8 @@ class LiveMetrics:
         yield _gauge("callpulse_audio_backlog_max_seconds", "Audio waiting in the most behind live call (seconds).",
                      max(backlogs, default=0.0))
         yield _gauge("callpulse_asr_queue_depth", "Transcription windows waiting or running (deferred ASR).",
-                     getattr(svc.calls, "asr_waiting", 0))
-        pool = getattr(svc.calls, "asr_pool", None)
+                     svc.calls.asr_waiting)
+        pool = svc.calls.asr_pool
         if pool is not None:
             yield _gauge("callpulse_asr_queued", "Windows waiting for the shared ASR.", pool.queued)
             yield _gauge("callpulse_asr_queued_final", "Final windows waiting for the shared ASR (not previews).",
@@ -106,9 +109,9 @@ class LiveMetrics:
             yield fam
         sender = svc.sender
         yield CounterMetricFamily("callpulse_webhook_retries", "Failed webhook attempts (each one is retried).",
-                                  value=getattr(sender, "failures", 0))
+                                  value=sender.failures)
         yield CounterMetricFamily("callpulse_webhooks_delivered", "Webhooks answered with 2xx.",
-                                  value=getattr(sender, "delivered", 0))
+                                  value=sender.delivered)
         try:
             pending = svc.alerts.outbox_counts()["pending"]
         except Exception:  # noqa: BLE001 - a failing database must not break the scrape; it is logged elsewhere
@@ -124,7 +127,7 @@ class LiveMetrics:
                                                                           for c in live))
         yield CounterMetricFamily("callpulse_calls_ended", "Calls finalised by this worker.", value=ended)
         yield _gauge("callpulse_feed_subscribers", "Dashboards and SSE clients connected.",
-                     getattr(svc.hub, "n_subscribers", 0))
+                     svc.hub.n_subscribers)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
