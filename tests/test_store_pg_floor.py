@@ -174,8 +174,7 @@ def test_a_dead_workers_checkpoints_are_adopted_by_one_other_worker(pg_url):
     stores = [PgStore.open(pg_url) for _ in range(3)]
     try:
         def floor(i: int) -> Floor:
-            return Floor(stores[i], PgAlertLog(stores[i], opts, worker_id=f"w{i + 1}"), opts, worker_id=f"w{i + 1}",
-                         hub=FeedHub(max_updates=8), local_calls=list, board=list, on_orphans=lambda ids: None)
+            return _floor(stores[i], opts, f"w{i + 1}")
 
         f1 = floor(0)
         f1.join()
