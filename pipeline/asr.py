@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Mapping, Sequence
@@ -40,6 +41,11 @@ log = logging.getLogger("pipeline.asr")
 
 SAMPLE_RATE_HZ = 16000
 PACK_GAP_S = 0.6          # silence between turns packed into one window
+# a packed turn with fewer words than this share of what its length allows (asr_guards.max_units: 5
+# words / 9 characters a second) is re-transcribed alone when [asr] recover_turn_s > 0
+SPARSE_SHARE = 0.3
+ENCODER_TAIL_S = 1.0      # silence the encoder sees after a window's content when it is padded short
+MEL_FPS = 100             # log-mel frames per second (30 s = 3000)
 ENCODER_BATCH_CPU = 1     # windows per encoder call on CPU in transcribe_windows (measured: see _encoder_batch)
 
 # Phrases Whisper is known to invent on silence/noise (subtitle credits etc.); dropped when the audio
@@ -144,17 +150,26 @@ class Transcriber:
         return self._model.feature_extractor(audio), spans
 
     def _encoder_frames(self, features) -> int:
-        """Mel frames the encoder sees for a window: a padded 30 s, or with ``encoder_fit`` only the
-        window's content (+2 s, in 5 s steps): faster, but Whisper was trained on 30 s windows, so
-        quality can drop (README has the measured trade)."""
+        """Mel frames the encoder sees for a window: by default a padded 30 s (as Whisper was trained);
+        with ``encoder_chunks_s`` the smallest listed length that holds the content + ``ENCODER_TAIL_S``;
+        with ``encoder_fit`` only the content (+1 s, in 2.5 s steps). Shorter inputs cost less encoder
+        time, at some cost in quality (README has the measured trade)."""
+        content = features.shape[-1]
         if self.options.encoder_fit:
-            return min(3000, max(500, int(math.ceil((features.shape[-1] + 100) / 250) * 250)))
-        return 3000
+            return min(3000, max(500, int(math.ceil((content + 100) / 250) * 250)))
+        need = content + int(ENCODER_TAIL_S * MEL_FPS)
+        fits = [int(round(c * MEL_FPS)) for c in self.options.encoder_chunks_s if c * MEL_FPS >= need]
+        return min(fits, default=3000)
 
     @property
     def encoder_id(self) -> str:
         """What the pooled turn encodings depend on: the model and how windows are encoded."""
-        return f"{self.options.model}/{'fit' if self.options.encoder_fit else 'pad30'}"
+        if self.options.encoder_fit:
+            return f"{self.options.model}/fit"
+        chunks = sorted(set(self.options.encoder_chunks_s) | {30.0})
+        if chunks == [30.0]:
+            return f"{self.options.model}/pad30"
+        return f"{self.options.model}/pad{'-'.join(f'{c:g}' for c in chunks)}"
 
     def encode_turns(self, chunks: Sequence[AsrChunk]) -> tuple[np.ndarray | None, ...]:
         """The pooled encoder output of each turn (see :func:`pool_turns`), without decoding: exactly
@@ -181,7 +196,37 @@ class Transcriber:
         lang, lang_probs = self._choose_language(encoder_output, language, prior)
         tokenizer = Tokenizer(model.hf_tokenizer, self.multilingual, task="transcribe", language=lang)
         segments = self._decode(features, tokenizer, encoder_output, lang, spans)
-        return self._window_result(segments, spans, lang, lang_probs, encodings)
+        result = self._window_result(segments, spans, lang, lang_probs, encodings)
+        return self._recover_dropped(result, chunks, language, prior)
+
+    def _recover_dropped(self, result: "WindowResult", chunks: Sequence[AsrChunk], language: str | None,
+                         prior: Mapping[str, float] | None) -> "WindowResult":
+        """Transcribe alone each turn of a packed window (``recover_turn_s`` or longer) that came back
+        with no text or with under ``SPARSE_SHARE`` of the words its length allows, and keep whichever
+        text has more words. Whisper sometimes skips a turn of a long packed window, or stops early in
+        it; on its own the turn is heard again, at the cost of one more window only where that
+        happened (README "Batch packing")."""
+        least = self.options.recover_turn_s
+        if least <= 0 or len(chunks) < 2:
+            return result
+        by_turn = {(e.speaker, e.start_s): e for e in result.events}
+        events, redone = list(result.events), 0
+        for chunk in chunks:
+            duration_s = chunk.audio.size / SAMPLE_RATE_HZ
+            had = by_turn.get((chunk.speaker, round(chunk.start_s, 3)))
+            lang = had.language if had else (result.language or "en")
+            heard = _unit_count(_text_units(had.text, lang), lang) if had else 0
+            if duration_s < least or heard >= SPARSE_SHARE * max_units(duration_s, lang, self.options):
+                continue
+            redone += 1
+            alone = self.transcribe_window([chunk], language=language, prior=prior).events
+            again = sum(_unit_count(_text_units(e.text, e.language), e.language) for e in alone)
+            if again > heard:
+                events = [e for e in events if e is not had] + list(alone)
+        if not redone:
+            return result
+        log.debug("re-transcribed %d of %d turns of a packed window alone", redone, len(chunks))
+        return dataclasses.replace(result, events=sorted(events, key=lambda e: (e.start_s, e.speaker)))
 
     def transcribe_windows(self, requests: Sequence["WindowRequest"]) -> list:
         """Transcribe several windows (of one call or of many) with batched encoder passes (one on a GPU,
@@ -245,7 +290,9 @@ class Transcriber:
                         encodings = pool_turns(outputs[k], [(a, b) for a, b, _ in spans])
                         segments = self._decode(features, tokenizer, encoder_output, lang, spans,
                                                 first_decode=firsts[k])
-                        outcomes[i] = self._window_result(segments, spans, lang, probs, encodings)
+                        outcomes[i] = self._recover_dropped(
+                            self._window_result(segments, spans, lang, probs, encodings), req.chunks,
+                            req.language, req.prior)
                     except Exception as exc:  # noqa: BLE001 - this window only
                         outcomes[i] = exc
         except Exception as exc:  # noqa: BLE001 - the batch call failed: each window on its own says which

@@ -50,6 +50,13 @@ class AsrOptions:
     max_window_s: float = 24.0
     max_delay_s: float = 6.0
     encoder_fit: bool = False
+    # Encoder input lengths (s) a window may be padded to: the smallest that holds the window's content
+    # plus ENCODER_TAIL_S is used (30 s when none does). (30.0,) = Whisper's padded 30 s (as trained);
+    # shorter inputs cost less encoder time (README "Encoder input length" has the measured trade).
+    encoder_chunks_s: tuple[float, ...] = (30.0,)
+    # a packed turn this long (s) that comes back with no or sparse text is transcribed alone, the
+    # fuller text kept (0 = never): Whisper sometimes skips or cuts short a turn of a long window
+    recover_turn_s: float = 0.0
     interim_s: float = 2.0
     # one timing rule for batch and live: a window's text counts from call time queued + apply_delay_s
     apply_delay_s: float = 3.0
@@ -73,6 +80,10 @@ class AsrOptions:
             raise ValueError("asr.max_window_s must be within 1..29 s (one Whisper window)")
         if self.apply_delay_s < 0 or self.apply_wait_s < 0:
             raise ValueError("asr.apply_delay_s and asr.apply_wait_s must be >= 0")
+        if not self.encoder_chunks_s or any(not 1.0 <= c <= 30.0 for c in self.encoder_chunks_s):
+            raise ValueError("asr.encoder_chunks_s needs lengths within 1..30 s (one Whisper window)")
+        if self.recover_turn_s < 0:
+            raise ValueError("asr.recover_turn_s must be >= 0 (0 = never re-transcribe a dropped turn)")
         if self.batch_packing not in ("live", "full"):
             raise ValueError(f"asr.batch_packing must be 'live' or 'full', not {self.batch_packing!r}")
 
