@@ -4,8 +4,10 @@ Three backends share one interface:
 
 - ``trained`` (the embedded default, no network, no torch): hashed n-gram logistic models trained on
   labelled reviews and tweets and chosen across domains (``pipeline/text_linear.py``, weights in
-  ``models/text/trained_*.npz``, card in ``models/text/README.md``); they give a calibrated P(negative),
-  the lexicon below is one of their inputs and decides whether a non-negative turn is positive or neutral.
+  ``models/text/trained_*.npz``, card in ``models/text/README.md``); English adds a logistic head on
+  MiniLM-L6 int8 sentence embeddings (``pipeline/text_minilm.py``, onnxruntime, one thread) whose logit is
+  summed with the n-gram model's. They give a calibrated P(negative); the lexicon below is one of their
+  inputs and decides whether a non-negative turn is positive or neutral.
 - ``lexicon`` (no network, no torch): English is VADER's compound score plus
   call-centre complaint rules (``models/text/en_domain.tsv``); Mandarin is a project lexicon with degree
   words and negation (``models/text/zh_*.tsv``) plus a damped snownlp term. Both are summed on VADER's raw
@@ -17,7 +19,8 @@ Flags always come from the pattern files (``flags_en.tsv``, ``flags_zh.tsv``), w
 supervisor phrase trigger ("我要投诉", "speak to your manager") never depends on a model's mood.
 
 Modules by concern: ``text_lexicon.py`` (rule files, Mandarin lexicon, negation), ``text_flags.py`` (flag
-patterns), ``text_linear.py`` (trained n-gram models), ``text_transformers.py`` (local model folder); this one
+patterns), ``text_linear.py`` (trained n-gram models and the English head), ``text_minilm.py`` (MiniLM
+embeddings), ``text_transformers.py`` (local model folder); this one
 puts them together. Measuring on labelled files is ``pipeline/evaluate/text_measure.py``.
 
 ``TextScorer.load()`` once per process; ``score()`` holds no per-call state and is safe from many threads.
@@ -305,11 +308,13 @@ class TextScorer:
                 zh_view = self._to_simplified(text)
         return text, cjk_text, latin_text, zh_view
 
-    def _trained_p(self, cjk_text: str, latin_text: str,
-                   zh_view: str) -> tuple[float | None, float, bool, float, float]:
+    def _trained_p(self, cjk_text: str, latin_text: str, zh_view: str, *,
+                   skip_short: bool = False) -> tuple[float | None, float, bool, float, float]:
         """(P(negative) or None when the turn has no words, lexicon score without snownlp, whether the
         lexicon found any sentiment at all, the turn's length in words, the P(negative) from which its
-        sentiment falls below 0: the models' own, mixed by words like their logits)."""
+        sentiment falls below 0: the models' own, mixed by words like their logits). ``skip_short``: also
+        None for a short turn without lexicon evidence, whose sentiment the short-turn rule fixes at 0
+        anyway (the English model runs MiniLM, milliseconds a turn: not spent on "ok" or "what is my balance")."""
         n_cjk = len(CJK_CHAR.findall(cjk_text))
         en_text = self._en_formulas.sub(" ", latin_text) if self._en_formulas is not None else latin_text
         n_words = len(LATIN_WORD.findall(en_text))
@@ -320,6 +325,8 @@ class TextScorer:
         evidence = abs(zh_raw) >= _EVIDENCE_RAW or abs(en_raw) >= _EVIDENCE_RAW
         length = n_cjk / 1.5 + n_words
         if n_cjk == 0 and n_words == 0:
+            return None, lex, evidence, length, _NEGATIVE_FROM_P
+        if skip_short and not evidence and length < _SHORT_TURN_WORDS:
             return None, lex, evidence, length, _NEGATIVE_FROM_P
         # Each language's model reads its own part; a mixed turn averages their calibrated logits by
         # words (one Mandarin word is about 1.5 characters).
@@ -338,8 +345,8 @@ class TextScorer:
         return 1.0 / (1.0 + math.exp(-z)), lex, evidence, length, p0
 
     def _trained_sentiment(self, cjk_text: str, latin_text: str, zh_view: str, flags: Sequence[str]) -> float:
-        p, lex, evidence, length, p0 = self._trained_p(cjk_text, latin_text, zh_view)
-        complaint_rule = p is not None and self._en_complaint_rule(latin_text)
+        p, lex, evidence, length, p0 = self._trained_p(cjk_text, latin_text, zh_view, skip_short=not flags)
+        complaint_rule = length > 0 and self._en_complaint_rule(latin_text)
         if p is None or (not evidence and not flags and length < _SHORT_TURN_WORDS):
             # The models learnt from reviews and tweets, which all carry an opinion; a short turn in which
             # the lexicon finds no feeling at all ("请问您是本人吗", "是的") is service talk, not a review.

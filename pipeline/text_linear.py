@@ -6,6 +6,10 @@ and figures). Features are hashed with CRC-32, so there is no vocabulary to ship
 the weights, and the same code turns a turn into features at training (``pipeline/training/text.py``) and
 at run time.
 
+English may add a second part (``"head"`` in its ``trained.json`` entry): a logistic head on MiniLM-L6
+sentence embeddings (``pipeline/text_minilm.py``, int8 ONNX), whose raw logit is *added* to the n-gram
+model's before the one Platt calibration (the blend chosen across brand folds; see the card).
+
 What the text looks like before features are taken is chosen for ASR: punctuation is dropped (Whisper
 writes little of it and reviews a lot), digits fold to ``0``, Latin letters are lower-cased, Traditional
 characters are turned Simplified by the caller. So a review and a transcript of the same words look alike.
@@ -129,8 +133,23 @@ def feature_matrix(texts: Iterable[str], spec: FeatureSpec):
 
 
 @dataclass(frozen=True)
+class EmbeddingHead:
+    """Logistic head on a sentence embedding (+ the lexicon's normalised score): one more raw logit."""
+
+    embedder: object             # pipeline.text_minilm.MiniLMEmbedder (anything with embed(text) -> (dim,))
+    weights: np.ndarray          # (dim,) float32
+    lexicon_weight: float
+    bias: float
+
+    def logit(self, text: str, lexicon_score: float = 0.0) -> float:
+        e = self.embedder.embed(text)
+        return self.bias + self.lexicon_weight * lexicon_score + float(np.dot(e, self.weights))
+
+
+@dataclass(frozen=True)
 class LinearTextModel:
-    """P(negative) of a text: logistic on hashed n-grams (+ the lexicon's normalised score), then Platt."""
+    """P(negative) of a text: logistic on hashed n-grams (+ the lexicon's normalised score), plus the
+    raw logit of an optional embedding head (the English blend), then Platt."""
 
     language: str
     spec: FeatureSpec
@@ -140,6 +159,7 @@ class LinearTextModel:
     platt_a: float               # calibrated logit = platt_a * raw logit + platt_b
     platt_b: float
     negative_from_p: float = DEFAULT_NEGATIVE_FROM_P  # P(negative) where sentiment starts to fall below 0
+    head: EmbeddingHead | None = None  # English blend: its raw logit is added before calibration
 
     def logit(self, text: str, lexicon_score: float = 0.0) -> float:
         f = feature_ids(text, self.spec)
@@ -147,6 +167,8 @@ class LinearTextModel:
         w = self.weights
         for b, v in f.items():
             z += float(w[b]) * v
+        if self.head is not None:
+            z += self.head.logit(text, lexicon_score)
         return z
 
     def p_negative(self, text: str, lexicon_score: float = 0.0) -> float:
@@ -189,6 +211,35 @@ def load_models(folder: Path) -> tuple[dict[str, LinearTextModel], dict]:
         p0 = float(entry.get("negative_from_p", DEFAULT_NEGATIVE_FROM_P))
         if not 0.0 < p0 < 1.0:
             raise ModelUnavailableError(f"{card_path}: models.{lang}.negative_from_p must lie in (0, 1), got {p0}")
+        head = _load_head(folder, card_path, lang, entry["head"]) if entry.get("head") else None
         models[lang] = LinearTextModel(lang, spec, weights, float(entry["lexicon_weight"]),
-                                       float(entry["bias"]), float(entry["platt"][0]), float(entry["platt"][1]), p0)
+                                       float(entry["bias"]), float(entry["platt"][0]), float(entry["platt"][1]), p0,
+                                       head)
     return models, card
+
+
+def read_head_weights(path: Path, dim: int) -> np.ndarray:
+    """The (dim,) float32 weights of an embedding head from its ``.npz`` (no pickles)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            weights = np.asarray(z["weights"], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelUnavailableError(f"cannot read the head weights {path}: {exc}; rebuild with "
+                                    "`python scripts/train_text.py --languages en`") from exc
+    if weights.shape != (dim,):
+        raise ModelUnavailableError(f"{path} holds {weights.shape} weights for a {dim}-dimensional embedding; "
+                                    "rebuild with `python scripts/train_text.py --languages en`")
+    weights.setflags(write=False)
+    return weights
+
+
+def _load_head(folder: Path, card_path: Path, lang: str, h: dict) -> EmbeddingHead:
+    from .text_minilm import DIM, MiniLMEmbedder
+
+    if h.get("kind") != "minilm-int8":
+        raise ModelUnavailableError(f"{card_path}: models.{lang}.head.kind {h.get('kind')!r} is not known to "
+                                    "this code (minilm-int8); rebuild with `python scripts/train_text.py`")
+    weights = read_head_weights(folder / h["weights"], DIM)
+    # Loaded here, once per process: the session is shared read-only by every call (and fold model).
+    embedder = MiniLMEmbedder.load(folder, onnx_name=h["onnx"], tokenizer_name=h["tokenizer"])
+    return EmbeddingHead(embedder, weights, float(h["lexicon_weight"]), float(h["bias"]))

