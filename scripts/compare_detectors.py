@@ -5,7 +5,11 @@
     python scripts/train_fusion.py --calls .cache/calls-loco/calls.csv --folds EmoDB,nEMO   # records cues
     python scripts/compare_detectors.py --calls .cache/calls-loco/calls.csv --report /tmp/detectors.json
 
-Reads only the cue caches ``train_fusion.py`` wrote (``--cache``/cues-without-<corpus>.jsonl); a corpus
+**Not yet moved to the per-fusion cue caches.** It reads the rules-recorded caches that the old
+``train_fusion.py`` wrote (``--cache``/cues-without-<corpus>.jsonl). Those cues are flawed
+(models/fusion/README.md, "Refit with cues recorded by the fusion that scores them"), and the current
+``train_fusion.py`` no longer writes them. Porting it means scoring each detector on the cues that
+``train_fusion.py --report`` names per fold (``loco[C]["fusion_id"]``). A corpus
 whose calls are not all recorded in every fold used is left out and named. Prints:
 
 1. leave-one-corpus-out: for each held-out corpus, the fusion weights and each detector's parameters
@@ -49,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     if left_out:
         print(f"left out (calls not all recorded in every fold): {', '.join(left_out)}")
     if len(complete) < 2:
-        print("compare_detectors: error: need two corpora whose calls are recorded in each other's folds", file=sys.stderr)
+        print("compare_detectors: error: need two corpora whose calls are recorded in each other's folds in the old "
+              f"rules-recorded caches ({args.cache}/cues-without-<corpus>.jsonl), which scripts/train_fusion.py no "
+              "longer writes (see this script's docstring)", file=sys.stderr)
         return 2
     calls_by_fold = {f: [cached[f][k] for c in complete for k in sorted(keys[c])] for f in complete}
     report: dict = {"corpora": complete, "left_out": left_out}

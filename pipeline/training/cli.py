@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger("pipeline.training.cli")
@@ -56,15 +58,33 @@ def _train_emotion(args) -> int:
 def _train_fusion(args) -> int:
     from ..config import load_config
     from ..engine import Engine
-    from .fusion import check_calls, fit, read_calls_manifest, record_calls, write_fusion_dir, drop_per_call
+    from .fusion import check_calls, read_calls_manifest, record_calls, refit_recorded, score, write_fusion_dir, drop_per_call
 
     rows = read_calls_manifest(args.manifest)
     check_calls(rows, where=str(args.manifest))
-    config = load_config(args.config, overrides={"asr": {"enabled": False}, "fusion": {"model": "rules"}})
-    engine = Engine.load(config, warm_up=False)
-    print(f"recording the cues of {len(rows)} calls (acoustic path, ASR off) with {engine.emotion_source}")
-    calls = record_calls(rows, engine=engine, config=config, progress=print)
-    model, timing, figures = fit(calls, progress=print)
+    # A call's cues depend on the fusion the engine runs (the caller's baselines learn only while its
+    # level is calm), so every fit is re-recorded with the fusion it produced and refitted.
+    base = load_config(args.config, overrides={"asr": {"enabled": False}})
+    clear = base.alerts.caller_agitation.clear_level
+    engines: dict = {}
+    recording = Path(tempfile.mkdtemp(prefix="callpulse-fusion-"))  # the fusions cues are recorded with
+
+    def record(fusion, scored_only):
+        if fusion.fusion_id not in engines:
+            engines.clear()
+            cfg = load_config(args.config, overrides={"asr": {"enabled": False}, **fusion.config_overrides(
+                fusion.write(recording), clear_level=clear)})
+            engines[fusion.fusion_id] = Engine.load(cfg, warm_up=False)
+        print(f"recording the cues of {len(rows)} calls (acoustic path, ASR off) with {fusion.fusion_id}")
+        return record_calls(rows, engine=engines[fusion.fusion_id], fusion=fusion, progress=print)
+
+    try:
+        refit = refit_recorded(record, fit_on=lambda c: True, progress=print)
+    finally:
+        shutil.rmtree(recording, ignore_errors=True)
+    model, timing, calls = refit.fusion.model, refit.fusion.timing, refit.calls
+    figures = score(calls, model, timing)
+    engine = next(iter(engines.values()))
     write_fusion_dir(args.out, model, timing, {
         "fitted_on": {"calls": str(args.manifest), "n_calls": len(calls), "emotion_model": engine.emotion_source,
                       "asr": "off (acoustic path)"},

@@ -4,6 +4,12 @@
    with an emotion model that never saw the corpus the fold holds out; :data:`fusion.CUE_RECORDER`
    captures, every second, the learned fusion's inputs (``fusion.FEATURES``) and the text/turn evidence.
    Fitting and scoring use the acoustic path (ASR off), so text evidence is nil here (say so).
+   The cues depend on the fusion the engine runs (:class:`CueFusion`): a reading teaches the caller's
+   baselines only while the tracker's level is below ``clear_level`` (``CallSession._tick``). So cues are
+   recorded with the fusion that will score them: :func:`refit_recorded` records with a fusion that never
+   rises, fits, re-records with the fit and refits until the fit stops moving; caches are keyed by the
+   fusion's id. (Never with ``model = "rules"``: there the recorder's text/turn column holds the rules'
+   acoustic evidence too, which a replay would add to the learned fusion's.)
 2. A logistic model over those inputs is fitted per second: positive from the annotated onset (plus
    ``LABEL_LAG_S``, the analysis window filling) to the end of an escalating call, negative everywhere
    on calm and lively-calm calls and before the onset; each call weighs alike (long calls do not
@@ -16,15 +22,19 @@
    (``pipeline.detector``); the CUSUM alternative is chosen and compared in ``training.detector_choice``.
 
 Under leave-one-corpus-out the calls of the held-out corpus are scored by a fusion fitted on the other
-corpora's calls only (:func:`loco_fusion`); the shipped fusion is fitted on every corpus's calls.
+corpora's calls only (:func:`loco_fusion` on recorded cues, :func:`loco_refit` recording them); the shipped
+fusion is fitted on every corpus's calls.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
+import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -34,7 +44,8 @@ import scipy.optimize
 
 from ..alerts import AlertPolicy, PolicyOptions
 from ..detector import make_detector
-from ..fusion import CUE_RECORDER, FEATURES, FUSION_FILE, MODEL_FEATURES, CueBaseline, LearnedFusion
+from ..errors import ConfigError
+from ..fusion import CUE_RECORDER, FEATURES, FUSION_FILE, MODEL_FEATURES, CueBaseline, LearnedFusion, load_learned
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +80,19 @@ class CallCues:
     t_s: np.ndarray             # [n]
     features: np.ndarray        # [n, len(FEATURES)]
     other: np.ndarray           # [n] text + turn evidence (noisy-OR), 0 with ASR off
+    fusion_id: str = ""         # the fusion the engine ran while recording them (CueFusion.fusion_id)
 
     def to_json(self) -> dict:
         return {"call_id": self.call_id, "corpus": self.corpus, "variant": self.variant, "kind": self.kind,
                 "onset_s": self.onset_s, "duration_s": self.duration_s, "t_s": self.t_s.tolist(),
-                "features": np.round(self.features, 5).tolist(), "other": np.round(self.other, 5).tolist()}
+                "features": np.round(self.features, 5).tolist(), "other": np.round(self.other, 5).tolist(),
+                "fusion_id": self.fusion_id}
 
     @classmethod
     def from_json(cls, d: Mapping) -> "CallCues":
         return cls(d["call_id"], d["corpus"], d["variant"], d["kind"], d["onset_s"], float(d["duration_s"]),
                    np.asarray(d["t_s"], dtype=float), np.asarray(d["features"], dtype=float).reshape(-1, len(FEATURES)),
-                   np.asarray(d["other"], dtype=float))
+                   np.asarray(d["other"], dtype=float), d.get("fusion_id", ""))
 
 
 @dataclass(frozen=True)
@@ -153,34 +166,188 @@ def check_calls(rows: Sequence[Mapping], *, where: str) -> None:
                            "(escalating calls with agitation_onset_s, calm calls with it empty)")
 
 
-def read_cached_cues(cache: Path) -> dict[str, CallCues]:
-    """The calls recorded so far in a cue cache (JSON lines), by "corpus/call_id"; {} when there is none."""
+# ---------------------------------------------------------------------------- the fusion cues are recorded with
+@dataclass(frozen=True)
+class CueFusion:
+    """A fitted fusion and its timing, as the engine runs it while recording cues and as it scores them.
+
+    Cues depend on it: the caller's baselines learn only while the tracker's level (these weights through
+    this detector) is below ``clear_level``. ``fusion_id`` names both, so a cache never hands cues recorded
+    with one fusion to another."""
+
+    model: LearnedFusion
+    timing: Timing
+
+    @property
+    def fusion_id(self) -> str:
+        digest = hashlib.sha256(json.dumps(dataclasses.asdict(self.timing), sort_keys=True).encode()).hexdigest()[:6]
+        return f"{self.model.model_id}-t{digest}"
+
+    def write(self, root: Path) -> Path:
+        """Write ``fusion.json`` into ``root/<fusion_id>/`` (what ``[fusion] model_dir`` reads); returns the folder."""
+        folder = root / self.fusion_id
+        if not (folder / FUSION_FILE).is_file():
+            write_fusion_dir(folder, self.model, self.timing, {"note": "written to record cues with (training only)"})
+        return folder
+
+    def config_overrides(self, model_dir: Path, *, clear_level: float) -> dict:
+        """``load_config`` overrides that make the engine run this fusion, read from ``model_dir``."""
+        t = self.timing
+        return {"fusion": {"model": "learned", "model_dir": str(model_dir), "rise_tau_s": t.rise_tau_s,
+                           "fall_tau_s": t.fall_tau_s, "detector": t.detector, "cusum_drift": t.cusum_drift,
+                           "cusum_threshold": t.cusum_threshold},
+                "alerts": {"caller_agitation": {"raise_level": t.raise_level, "min_sustain_s": t.min_sustain_s,
+                                                "clear_level": min(clear_level, t.raise_level)}}}
+
+    def moved_from(self, other: "CueFusion") -> float:
+        """How far this fit's weights are from ``other``'s: the largest change of a weight or the bias."""
+        a = np.array(self.model.weights + (self.model.bias,))
+        b = np.array(other.model.weights + (other.model.bias,))
+        return float(np.max(np.abs(a - b)))
+
+
+def silent_fusion() -> CueFusion:
+    """Where :func:`refit_recorded` starts: a fusion whose level never rises, so every calm-looking reading
+    teaches the caller's baselines (no fitted fusion's feedback yet)."""
+    return CueFusion(LearnedFusion((0.0,) * len(MODEL_FEATURES), -30.0, "fusion-silent"), Timing())
+
+
+def check_engine_runs(config, fusion: CueFusion) -> None:
+    """Refuse to record cues with an engine config that does not run ``fusion`` (the one that scores them)."""
+    f, a, t = config.fusion, config.alerts.caller_agitation, fusion.timing
+    if f.model != "learned":
+        raise ConfigError(f"cues for {fusion.fusion_id} recorded with [fusion] model = {f.model!r}: record them with "
+                          "the learned fusion that will score them (CueFusion.config_overrides)")
+    running = load_learned(f.model_dir)
+    runs = (f.rise_tau_s, f.fall_tau_s, f.detector, f.cusum_drift, f.cusum_threshold, a.raise_level, a.min_sustain_s)
+    wanted = (t.rise_tau_s, t.fall_tau_s, t.detector, t.cusum_drift, t.cusum_threshold, t.raise_level, t.min_sustain_s)
+    if running.model_id != fusion.model.model_id or runs != wanted:
+        raise ConfigError(f"the engine runs fusion {running.model_id} with timing {runs}, but the cues are for "
+                          f"{fusion.model.model_id} with {wanted}: build the engine from fusion.config_overrides()")
+
+
+class WindowMemo:
+    """The engine's prosody extractor and VAD network, remembering each result by its inputs, per call on
+    disk under ``folder``. A window's prosody, feature vector and speech probabilities depend neither on
+    the fusion nor on the emotion heads, and they are nearly all of a recording's time, so re-recording a
+    call with another fusion or fold model reuses them; results are the models' own, bit for bit (the VAD
+    network by its input and recurrent state)."""
+
+    def __init__(self, engine, folder: Path):
+        self._engine, self._folder = engine, folder
+        self._extractor, self._vad = engine.extractor, engine.vad
+        self._store: dict[bytes, tuple] = {}
+        self._path: Path | None = None
+        self._new = 0
+
+    def __enter__(self) -> "WindowMemo":
+        self._engine.extractor, self._engine.vad = _MemoExtractor(self), _MemoVad(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._engine.extractor, self._engine.vad = self._extractor, self._vad
+
+    def open_call(self, key: str) -> None:
+        self._path = self._folder / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".pkl")
+        self._store, self._new = {}, 0
+        if self._path.is_file():
+            with open(self._path, "rb") as fh:
+                self._store = pickle.load(fh)
+
+    def close_call(self) -> None:
+        if self._path is not None and self._new:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            tmp = self._path.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                pickle.dump(self._store, fh)
+            os.replace(tmp, self._path)   # two recording processes may write the same call: last one wins
+
+    def lookup(self, kind: bytes, arrays: Sequence[np.ndarray], compute: Callable[[], tuple]) -> tuple:
+        h = hashlib.blake2b(kind, digest_size=16)
+        for a in arrays:
+            h.update(np.ascontiguousarray(a).tobytes())
+        key = h.digest()
+        if key not in self._store:
+            self._store[key] = compute()
+            self._new += 1
+        return self._store[key]
+
+
+class _MemoExtractor:
+    def __init__(self, memo: WindowMemo):
+        self._memo = memo
+
+    def __getattr__(self, name: str):
+        return getattr(self._memo._extractor, name)
+
+    def vector(self, y: np.ndarray, *, sr: int):
+        feats, vec = self._memo.lookup(b"prosody%d" % sr, [np.asarray(y, dtype=np.float32)],
+                                       lambda: self._memo._extractor.vector(y, sr=sr))
+        return feats, vec.copy()
+
+
+class _MemoVad:
+    def __init__(self, memo: WindowMemo):
+        self._memo = memo
+
+    def __getattr__(self, name: str):
+        return getattr(self._memo._vad, name)
+
+    def stream(self, speaker):
+        from ..vad import VadStream
+
+        return VadStream(self, speaker)   # calls self._run below
+
+    def _run(self, batch: np.ndarray, h: np.ndarray, c: np.ndarray):
+        out, h2, c2 = self._memo.lookup(b"vad", [batch, h, c], lambda: self._memo._vad._run(batch, h, c))
+        return out.copy(), h2.copy(), c2.copy()
+
+
+def read_cached_cues(cache: Path, *, fusion_id: str | None = None) -> dict[str, CallCues]:
+    """The calls recorded so far in a cue cache (JSON lines), by "corpus/call_id"; {} when there is none.
+    ``fusion_id``: only cues recorded with that fusion."""
     done: dict[str, CallCues] = {}
     if cache.is_file():
         for line in cache.read_text(encoding="utf-8").splitlines():
             c = CallCues.from_json(json.loads(line))
-            done[c.call_id] = c
+            if fusion_id is None or c.fusion_id == fusion_id:
+                done[c.call_id] = c
     return done
 
 
-def record_calls(rows: Sequence[Mapping], *, engine, config, cache: Path | None = None,
-                 progress: Callable[[str], None] = log.info) -> list[CallCues]:
-    """CallCues of every row, cached as JSON lines in ``cache`` (keyed by the engine's emotion model)."""
-    done = read_cached_cues(cache) if cache is not None else {}
+def record_calls(rows: Sequence[Mapping], *, engine, fusion: CueFusion | None = None, cache_dir: Path | None = None,
+                 memo: Path | None = None, progress: Callable[[str], None] = log.info) -> list[CallCues]:
+    """CallCues of every row, recorded by ``engine``, which must run ``fusion`` (the fusion that will score
+    them), cached as JSON lines in ``cache_dir/<fusion_id>.jsonl``; ``memo``: a folder for WindowMemo."""
+    if fusion is None:
+        raise ConfigError("record_calls needs the fusion the cues will be scored with (cues depend on it: "
+                          "the caller's baselines learn only while its level is low); see refit_recorded")
+    check_engine_runs(engine.config, fusion)
+    cache = cache_dir / f"{fusion.fusion_id}.jsonl" if cache_dir is not None else None
+    done = read_cached_cues(cache, fusion_id=fusion.fusion_id) if cache is not None else {}
+    windows = WindowMemo(engine, memo) if memo is not None else contextlib.nullcontext()
     out = []
-    for i, r in enumerate(rows):
-        key = f"{r['corpus']}/{r['call_id']}"
-        if key not in done:
-            t, x, other, dur = record_call(r["path"], engine=engine, config=config,
-                                           agent_channel=r["agent_channel"], call_id=r["call_id"])
-            done[key] = CallCues(key, r["corpus"], r["variant"], r["kind"], r["onset_s"], dur, t, x, other)
-            if cache is not None:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                with open(cache, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(dataclasses.replace(done[key], call_id=key).to_json()) + "\n")
-            if (i + 1) % 20 == 0:
-                progress(f"  recorded {i + 1}/{len(rows)} calls")
-        out.append(done[key])
+    with windows:
+        for i, r in enumerate(rows):
+            key = f"{r['corpus']}/{r['call_id']}"
+            if key not in done:
+                if memo is not None:
+                    windows.open_call(key)
+                t, x, other, dur = record_call(r["path"], engine=engine, config=engine.config,
+                                               agent_channel=r["agent_channel"], call_id=r["call_id"])
+                if memo is not None:
+                    windows.close_call()
+                # as the cache keeps them (5 decimals): a fit on fresh cues is the fit on cached ones
+                line = json.dumps(CallCues(key, r["corpus"], r["variant"], r["kind"], r["onset_s"], dur, t, x, other,
+                                           fusion.fusion_id).to_json())
+                done[key] = CallCues.from_json(json.loads(line))
+                if cache is not None:
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    with open(cache, "a", encoding="utf-8") as fh:
+                        fh.write(line + "\n")
+                if (i + 1) % 20 == 0:
+                    progress(f"  recorded {i + 1}/{len(rows)} calls")
+            out.append(done[key])
     return out
 
 
@@ -227,7 +394,8 @@ def fit_fusion(calls: Sequence[CallCues], *, l2: float = L2) -> LearnedFusion:
     bounds = [(0.0, None) if SIGNS[f] > 0 else (None, 0.0) if SIGNS[f] < 0 else (None, None) for f in MODEL_FEATURES]
     res = scipy.optimize.minimize(loss_grad, np.zeros(d + 1), jac=True, method="L-BFGS-B",
                                   bounds=bounds + [(None, None)], options={"maxiter": 2000})
-    theta = res.x
+    # kept as written to fusion.json (4 decimals), so the fitted fusion is the one an engine loads
+    theta = np.round(res.x, 4)
     digest = hashlib.sha256(np.round(theta, 6).tobytes()).hexdigest()[:8]
     return LearnedFusion(tuple(float(v) for v in theta[:d]), float(theta[d]), f"fusion-lr-{digest}")
 
@@ -416,12 +584,78 @@ def loco_fusion(calls_by_fold: Mapping[str, Sequence[CallCues]], *, corpora: Seq
     for held, train, test in loco_folds(calls_by_fold, corpora):
         progress(f"fusion LOCO: {held} held out; fitting on {sorted({c.corpus for c in train})}")
         model, timing, _ = fit(train, progress=progress)
-        figures = {"all": {**score(test, model, timing), "latency_parts": latency_parts(test, model, timing)}}
-        for variant in sorted({c.variant for c in test}):
-            figures[variant] = score([c for c in test if c.variant == variant], model, timing)
         out[held] = {"fit_on": sorted({c.corpus for c in train}), "timing": dataclasses.asdict(timing),
-                     "model": model.to_json(), "figures": figures}
+                     "model": model.to_json(), "figures": fold_figures(test, model, timing)}
     return out
+
+
+def fold_figures(test: Sequence[CallCues], model: LearnedFusion, timing: Timing) -> dict:
+    """score() of the scored calls, all together (with latency parts) and per variant."""
+    figures = {"all": {**score(test, model, timing), "latency_parts": latency_parts(test, model, timing)}}
+    for variant in sorted({c.variant for c in test}):
+        figures[variant] = score([c for c in test if c.variant == variant], model, timing)
+    return figures
+
+
+# ---------------------------------------------------------------------------- fitting on cues it recorded
+MAX_ROUNDS = 2
+MOVE_TOL = 0.05
+
+
+@dataclass(frozen=True)
+class Refit:
+    """A fit and the cues of its scored calls, recorded with it (``fusion.fusion_id`` on every call)."""
+
+    fusion: CueFusion
+    calls: list[CallCues]
+    rounds: list[dict]      # per fit: its id, the fusion its training cues were recorded with, how far it moved
+
+
+def refit_recorded(record: Callable[[CueFusion, bool], list[CallCues]], *, fit_on: Callable[[CallCues], bool],
+                   start: CueFusion | None = None, max_rounds: int = MAX_ROUNDS, tol: float = MOVE_TOL,
+                   progress: Callable[[str], None] = log.info) -> Refit:
+    """Record every call with ``start`` (default :func:`silent_fusion`), fit on the calls ``fit_on`` keeps,
+    re-record with the fit, refit, ... until a refit moves no weight nor the bias by more than ``tol`` with
+    the same timing (then the fusion the cues were recorded with is kept) or after ``max_rounds`` fits.
+
+    ``record(fusion, scored_only)``: the cues of the calls recorded with ``fusion``; ``scored_only`` asks
+    for only the calls that will be scored (no further fit needs the others)."""
+    fusion = start or silent_fusion()
+    calls, rounds = record(fusion, False), []
+    for k in range(1, max_rounds + 1):
+        model, timing, _ = fit([c for c in calls if fit_on(c)], progress=progress)
+        fitted = CueFusion(model, timing)
+        moved, retimed = fitted.moved_from(fusion), timing != fusion.timing
+        rounds.append({"round": k, "fitted": fitted.fusion_id, "timing": timing.describe(),
+                       "on_cues_of": fusion.fusion_id, "moved": moved, "timing_changed": retimed})
+        progress(f"  fit {k}: {fitted.fusion_id} ({timing.describe()}) on cues of {fusion.fusion_id}: "
+                 f"weights moved {moved:.3f}{', timing changed' if retimed else ''}")
+        if k > 1 and moved <= tol and not retimed:
+            break
+        fusion = fitted
+        calls = record(fusion, k == max_rounds)
+    return Refit(fusion, calls, rounds)
+
+
+def loco_refit(record_fold: Callable[[str, CueFusion, bool], list[CallCues]], *, corpora: Sequence[str],
+               max_rounds: int = MAX_ROUNDS, progress: Callable[[str], None] = log.info) -> tuple[dict, dict[str, Refit]]:
+    """Leave-one-corpus-out with cues recorded by the fusion that scores them. ``record_fold(C, fusion,
+    scored_only)``: the calls' cues by the emotion model trained without C and ``fusion`` (``scored_only``:
+    C's calls only). For each C, :func:`refit_recorded` fits on the other corpora's calls; C's calls are
+    scored by the fit, as recorded with it. Returns (figures as :func:`loco_fusion`, {C: Refit})."""
+    out, refits = {}, {}
+    for held in corpora:
+        progress(f"fusion LOCO: {held} held out")
+        refit = refits[held] = refit_recorded(lambda f, s, held=held: record_fold(held, f, s),
+                                              fit_on=lambda c, held=held: c.corpus != held,
+                                              max_rounds=max_rounds, progress=progress)
+        test = [c for c in refit.calls if c.corpus == held]
+        model, timing = refit.fusion.model, refit.fusion.timing
+        assert all(c.fusion_id == refit.fusion.fusion_id for c in test), "scored cues recorded with another fusion"
+        out[held] = {"fit_on": sorted(set(corpora) - {held}), "timing": dataclasses.asdict(timing),
+                     "model": model.to_json(), "fusion_id": refit.fusion.fusion_id, "rounds": refit.rounds,
+                     "figures": fold_figures(test, model, timing)}
+    return out, refits
 
 
 def write_fusion_dir(out_dir: Path, model: LearnedFusion, timing: Timing, details: Mapping) -> Path:
