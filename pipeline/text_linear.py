@@ -196,18 +196,8 @@ def load_models(folder: Path) -> tuple[dict[str, LinearTextModel], dict]:
         )
     models = {}
     for lang, entry in card["models"].items():
-        path = folder / entry["weights"]
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                weights = np.asarray(z["weights"], dtype=np.float32)
-        except (OSError, KeyError, ValueError) as exc:
-            raise ModelUnavailableError(f"cannot read the weights {path}: {exc}; rebuild with "
-                                        "`python scripts/train_text.py`") from exc
         spec = FeatureSpec.from_json(entry["features"])
-        if weights.shape != (spec.n_buckets,):
-            raise ModelUnavailableError(f"{path} holds {weights.shape} weights, {card_path} says "
-                                        f"{spec.n_buckets}; rebuild with `python scripts/train_text.py`")
-        weights.setflags(write=False)
+        weights = read_weights(folder / entry["weights"], spec.n_buckets, rebuild="`python scripts/train_text.py`")
         p0 = float(entry.get("negative_from_p", DEFAULT_NEGATIVE_FROM_P))
         if not 0.0 < p0 < 1.0:
             raise ModelUnavailableError(f"{card_path}: models.{lang}.negative_from_p must lie in (0, 1), got {p0}")
@@ -218,17 +208,16 @@ def load_models(folder: Path) -> tuple[dict[str, LinearTextModel], dict]:
     return models, card
 
 
-def read_head_weights(path: Path, dim: int) -> np.ndarray:
-    """The (dim,) float32 weights of an embedding head from its ``.npz`` (no pickles)."""
+def read_weights(path: Path, n: int, *, rebuild: str) -> np.ndarray:
+    """The (n,) float32 ``weights`` array of a model part from its ``.npz`` (no pickles), read-only."""
     try:
         with np.load(path, allow_pickle=False) as z:
             weights = np.asarray(z["weights"], dtype=np.float32)
     except (OSError, KeyError, ValueError) as exc:
-        raise ModelUnavailableError(f"cannot read the head weights {path}: {exc}; rebuild with "
-                                    "`python scripts/train_text.py --languages en`") from exc
-    if weights.shape != (dim,):
-        raise ModelUnavailableError(f"{path} holds {weights.shape} weights for a {dim}-dimensional embedding; "
-                                    "rebuild with `python scripts/train_text.py --languages en`")
+        raise ModelUnavailableError(f"cannot read the weights {path}: {exc}; rebuild with {rebuild}") from exc
+    if weights.shape != (n,):
+        raise ModelUnavailableError(f"{path} holds {weights.shape} weights where {n} are expected; "
+                                    f"rebuild with {rebuild}")
     weights.setflags(write=False)
     return weights
 
@@ -239,7 +228,7 @@ def _load_head(folder: Path, card_path: Path, lang: str, h: dict) -> EmbeddingHe
     if h.get("kind") != "minilm-int8":
         raise ModelUnavailableError(f"{card_path}: models.{lang}.head.kind {h.get('kind')!r} is not known to "
                                     "this code (minilm-int8); rebuild with `python scripts/train_text.py`")
-    weights = read_head_weights(folder / h["weights"], DIM)
+    weights = read_weights(folder / h["weights"], DIM, rebuild="`python scripts/train_text.py --languages en`")
     # Loaded here, once per process: the session is shared read-only by every call (and fold model).
     embedder = MiniLMEmbedder.load(folder, onnx_name=h["onnx"], tokenizer_name=h["tokenizer"])
     return EmbeddingHead(embedder, weights, float(h["lexicon_weight"]), float(h["bias"]))

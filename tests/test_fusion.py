@@ -8,6 +8,8 @@ from pipeline.fusion import (CUE_RECORDER, FEATURES, AcousticCue, AgitationTrack
                              load_learned)
 from pipeline.training import fusion as FT
 
+from fusion_calls import synthetic_calls
+
 
 def _rules(**kw) -> FusionOptions:
     """The hand-set noisy-OR fusion ([fusion] model = "rules")."""
@@ -120,22 +122,7 @@ def test_an_uncertain_turn_adds_nothing_only_confident_anger_counts():
 # ---------------------------------------------------------------------------- learned fusion
 def _synthetic_calls(corpus: str, seed: int, *, n: int = 6, scale: float = 1.0) -> list[FT.CallCues]:
     """Escalating calls (anger and raised prosody from the onset), calm and lively-calm ones (happy, aroused)."""
-    rng = np.random.default_rng(seed)
-    calls = []
-    for i in range(n):
-        for kind in ("escalating", "calm", "lively-calm"):
-            t = np.arange(1.0, 61.0)
-            onset = 25.0 if kind == "escalating" else None
-            after = (t >= 26.0) if onset else np.zeros(len(t), bool)
-            anger = np.clip(np.where(after, 0.7, 0.1) * scale + rng.normal(0, 0.08, len(t)), 0, 1)
-            happy = np.clip(np.where(kind == "lively-calm", 0.6, 0.1) + rng.normal(0, 0.05, len(t)), 0, 1)
-            arousal = np.clip(np.maximum(anger, happy) + 0.1, 0, 1)
-            z = np.clip(np.where(after, 0.6, 0.0) + rng.normal(0, 0.1, len(t)), -1, 1)
-            ready = (t > 6).astype(float)
-            x = np.column_stack([np.ones(len(t)), anger, arousal, happy, z, ready, anger * ready, np.zeros(len(t))])
-            calls.append(FT.CallCues(f"{corpus}/{kind}-{i}", corpus, "wideband", kind, onset, 61.0, t, x,
-                                     np.zeros(len(t))))
-    return calls
+    return synthetic_calls(corpus, seed, n=n, scale=scale)
 
 
 def test_the_fitted_fusion_keeps_its_signs_and_tells_excitement_from_anger():

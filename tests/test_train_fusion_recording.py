@@ -16,27 +16,15 @@ from pipeline.errors import ConfigError
 from pipeline.fusion import load_learned
 from pipeline.training import fusion as FT
 
+from fusion_calls import synthetic_calls
+
 
 def _calls(corpus: str, seed: int, fusion: FT.CueFusion, *, scale: float = 1.0, n: int = 4) -> list[FT.CallCues]:
     """Synthetic calls as a recorder would give them with ``fusion``: a fusion that rises keeps the
     caller's baseline from learning the anger, so the recorded prosody stays higher after the onset."""
-    rng = np.random.default_rng(seed)
     lift = 0.0 if fusion.model.model_id == "fusion-silent" else 0.3
-    calls = []
-    for i in range(n):
-        for kind in ("escalating", "calm", "lively-calm"):
-            t = np.arange(1.0, 61.0)
-            onset = 25.0 if kind == "escalating" else None
-            after = (t >= 26.0) if onset else np.zeros(len(t), bool)
-            anger = np.clip(np.where(after, 0.7, 0.1) * scale + rng.normal(0, 0.08, len(t)), 0, 1)
-            happy = np.clip(np.where(kind == "lively-calm", 0.6, 0.1) + rng.normal(0, 0.05, len(t)), 0, 1)
-            z = np.clip(np.where(after, 0.3 + lift, 0.0) + rng.normal(0, 0.1, len(t)), -1, 1)
-            ready = (t > 6).astype(float)
-            x = np.column_stack([np.ones(len(t)), anger, np.maximum(anger, happy), happy, z, ready, anger * ready,
-                                 np.zeros(len(t))])
-            calls.append(FT.CallCues(f"{corpus}/{kind}-{i}", corpus, "wideband", kind, onset, 61.0, t, x,
-                                     np.zeros(len(t)), fusion.fusion_id))
-    return calls
+    return synthetic_calls(corpus, seed, n=n, scale=scale, z_after=0.3 + lift, arousal_lift=0.0,
+                           fusion_id=fusion.fusion_id)
 
 
 class FakeRecorder:
