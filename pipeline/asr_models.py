@@ -57,6 +57,9 @@ class AsrOptions:
     # a packed turn this long (s) that comes back with no or sparse text is transcribed alone, the
     # fuller text kept (0 = never): Whisper sometimes skips or cuts short a turn of a long window
     recover_turn_s: float = 0.0
+    # at most this many turns in one packed window (0 = as many as max_window_s holds): Whisper skips
+    # or cuts short turns of windows that pack many short ones (README "Batch speed")
+    max_window_turns: int = 0
     interim_s: float = 2.0
     # one timing rule for batch and live: a window's text counts from call time queued + apply_delay_s
     apply_delay_s: float = 3.0
@@ -84,6 +87,8 @@ class AsrOptions:
             raise ValueError("asr.encoder_chunks_s needs lengths within 1..30 s (one Whisper window)")
         if self.recover_turn_s < 0:
             raise ValueError("asr.recover_turn_s must be >= 0 (0 = never re-transcribe a dropped turn)")
+        if self.max_window_turns < 0:
+            raise ValueError("asr.max_window_turns must be >= 0 (0 = no cap on turns per window)")
         if self.batch_packing not in ("live", "full"):
             raise ValueError(f"asr.batch_packing must be 'live' or 'full', not {self.batch_packing!r}")
 

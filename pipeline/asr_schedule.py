@@ -89,12 +89,13 @@ class AsrScheduler:
             first_end = min(end for _, _, end in pending)
             total = sum(c.audio.size for _, c, _ in pending) / SAMPLE_RATE_HZ + TURN_GAP_S * (len(pending) - 1)
             waited = now_s >= first_end + o.max_delay_s and not self.full_windows
-            if not (force or waited or total >= o.max_window_s):
+            capped = 0 < o.max_window_turns <= len(pending)
+            if not (force or waited or capped or total >= o.max_window_s):
                 break
             batch, size = [], 0.0
             while pending:
                 dur = pending[0][1].audio.size / SAMPLE_RATE_HZ
-                if batch and size + dur + TURN_GAP_S > o.max_window_s:
+                if batch and (size + dur + TURN_GAP_S > o.max_window_s or len(batch) == o.max_window_turns):
                     break
                 batch.append(pending.pop(0))
                 size += dur + TURN_GAP_S

@@ -3,6 +3,12 @@
 
     nice -n 10 .venv/bin/python scripts/measure_packing.py             # samples + a real-speech call
     nice -n 10 .venv/bin/python scripts/measure_packing.py --packings live full --json out.json
+    nice -n 10 .venv/bin/python scripts/measure_packing.py --packings direct full --config cap.toml
+
+"direct" is faster-whisper's own ``transcribe()`` with its VAD filter on each channel, as
+``scripts/bench_batch.py`` times it (same model, beam, temperatures; language detected by Whisper,
+Mandarin text converted to Simplified as the pipeline does), each segment given to its channel's party:
+the quality a user running faster-whisper alone would get, beside the pipeline's packings.
 
 Both packings join turns of both channels, in call order, into one window with a short silence between
 them, and give each decoded word back to the turn its timestamp falls in. A word whose timestamp lands
@@ -178,6 +184,29 @@ def real_speech_call(folder: Path) -> tuple[str, Path, str, list[RefTurn]] | Non
 
 # --- run -------------------------------------------------------------------------------------------
 
+def direct_segments(model, path: Path, config, *, agent_channel: int = 0) -> tuple[list[dict], float]:
+    """faster-whisper alone on each channel (its VAD filter), segments tagged with the channel's party."""
+    import time
+
+    from pipeline.asr_guards import _simplify
+    from pipeline.audio import load_audio, resample
+
+    o = config.asr
+    audio = load_audio(path)
+    segs, took = [], 0.0
+    for ch_index, ch in enumerate(audio.samples):
+        y = resample(ch, orig_sr=audio.sample_rate_hz, target_sr=16000)
+        t0 = time.perf_counter()
+        segments, info = model.transcribe(y, beam_size=o.beam_size, temperature=list(o.temperatures),
+                                          vad_filter=True, word_timestamps=o.word_timestamps,
+                                          condition_on_previous_text=False)
+        speaker = "agent" if ch_index == agent_channel else "caller"
+        segs += [{"speaker": speaker, "start_s": s.start, "end_s": s.end,
+                  "text": _simplify(s.text.strip(), info.language)} for s in segments]
+        took += time.perf_counter() - t0
+    return segs, took
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipeline.batch import analyze_file
     from pipeline.config import load_config
@@ -185,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None)
-    p.add_argument("--packings", nargs="+", default=["live", "full"], choices=["live", "full"])
+    p.add_argument("--packings", nargs="+", default=["live", "full"], choices=["live", "full", "direct"])
     p.add_argument("--no-real", action="store_true", help="only the bundled samples")
     p.add_argument("--json", default="", help="also write the figures here")
     args = p.parse_args(argv)
@@ -198,13 +227,26 @@ def main(argv: list[str] | None = None) -> int:
     if real is not None:
         calls.append(real)
     figures: dict = {}
+    whisper = None
+    if "direct" in args.packings:
+        from faster_whisper import WhisperModel
+
+        from pipeline.asr import resolve_model_path
+
+        o = config.asr
+        whisper = WhisperModel(resolve_model_path(o), device="cpu", compute_type=o.compute_type,
+                               cpu_threads=o.cpu_threads)
     for packing in args.packings:
-        cfg = config.replace("asr", batch_packing=packing)
+        cfg = config.replace("asr", batch_packing="live" if packing == "direct" else packing)
         engine = Engine(cfg, vad=base.vad, transcriber=base.transcriber, extractor=base.extractor,
                         emotion=base.emotion, text=base.text, shifts=base.shifts)
         totals = {"matched": 0, "cross_party": 0, "wrong_turn": 0}
         for name, path, language, refs in calls:
-            result = analyze_file(path, engine=engine, config=cfg, agent_channel=0, call_id=name)
+            if packing == "direct":
+                segs, took = direct_segments(whisper, path, cfg)
+                result = {"segments": segs, "alerts": [], "summary": {"processing_s": took}}
+            else:
+                result = analyze_file(path, engine=engine, config=cfg, agent_channel=0, call_id=name)
             segs = [s for s in result["segments"] if s.get("text")]
             a = assignment(segs, refs, language=language)
             errs = party_errors(segs, refs, language=language)

@@ -151,11 +151,13 @@ class _ScriptedTranscriber:
     def __init__(self, text):
         self.text = text
         self.windows = []  # seconds of audio in each window asked for
+        self.turns = []    # turns packed into each window
 
     def transcribe_window(self, chunks, *, language=None, prior=None):
         from pipeline.asr import WindowResult
 
         self.windows.append(sum(c.audio.size for c in chunks) / 16000)
+        self.turns.append(len(chunks))
 
         from pipeline.events import Word
 
@@ -317,6 +319,27 @@ def test_full_batch_packing_runs_fewer_fuller_windows_and_evaluation_keeps_the_l
     evaluated = analyze_file(path, engine=full_eng, live_timing=True)
     assert len(full_eng.transcriber.windows) == n_full + n_live
     assert _strip(evaluated) == _strip(as_live)
+
+
+def test_max_window_turns_caps_the_turns_of_a_full_window_and_every_turn_is_still_transcribed(acoustic_engine):
+    """[asr] max_window_turns bounds how many turns one packed window holds (Whisper skips turns of
+    windows packed with many short ones); the turns it holds back go into the next window, none lost."""
+    path = SAMPLES / "calm_en.wav"
+    uncapped_eng = _scripted_engine(acoustic_engine, batch_packing="full")
+    capped_eng = _scripted_engine(acoustic_engine, batch_packing="full", max_window_turns=2)
+    uncapped = analyze_file(path, engine=uncapped_eng)
+    capped = analyze_file(path, engine=capped_eng)
+    assert max(uncapped_eng.transcriber.turns) > 2
+    assert max(capped_eng.transcriber.turns) == 2
+    assert sum(capped_eng.transcriber.turns) == sum(uncapped_eng.transcriber.turns)
+    assert [s["text"] != "" for s in capped["segments"]] == [s["text"] != "" for s in uncapped["segments"]]
+
+
+def test_max_window_turns_must_not_be_negative():
+    from pipeline.asr import AsrOptions
+
+    with pytest.raises(ValueError, match="max_window_turns"):
+        AsrOptions(max_window_turns=-1)
 
 
 def test_recent_audio_ring_returns_what_was_appended_by_call_time_across_wraps():
