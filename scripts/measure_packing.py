@@ -190,16 +190,14 @@ def direct_segments(model, path: Path, config, *, agent_channel: int = 0) -> tup
 
     from pipeline.asr_guards import _simplify
     from pipeline.audio import load_audio, resample
+    from pipeline.devtools.benchmark import transcribe_alone
 
-    o = config.asr
     audio = load_audio(path)
     segs, took = [], 0.0
     for ch_index, ch in enumerate(audio.samples):
         y = resample(ch, orig_sr=audio.sample_rate_hz, target_sr=16000)
         t0 = time.perf_counter()
-        segments, info = model.transcribe(y, beam_size=o.beam_size, temperature=list(o.temperatures),
-                                          vad_filter=True, word_timestamps=o.word_timestamps,
-                                          condition_on_previous_text=False)
+        segments, info = transcribe_alone(model, y, config)
         speaker = "agent" if ch_index == agent_channel else "caller"
         segs += [{"speaker": speaker, "start_s": s.start, "end_s": s.end,
                   "text": _simplify(s.text.strip(), info.language)} for s in segments]
@@ -229,13 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict = {}
     whisper = None
     if "direct" in args.packings:
-        from faster_whisper import WhisperModel
+        from pipeline.devtools.benchmark import whisper_alone_model
 
-        from pipeline.asr import resolve_model_path
-
-        o = config.asr
-        whisper = WhisperModel(resolve_model_path(o), device="cpu", compute_type=o.compute_type,
-                               cpu_threads=o.cpu_threads)
+        whisper = whisper_alone_model(config)
     for packing in args.packings:
         cfg = config.replace("asr", batch_packing="live" if packing == "direct" else packing)
         engine = Engine(cfg, vad=base.vad, transcriber=base.transcriber, extractor=base.extractor,

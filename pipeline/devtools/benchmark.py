@@ -45,25 +45,34 @@ class BenchResult:
         ]
 
 
-def whisper_alone(paths: Sequence[Path], config: Config) -> float:
-    """faster-whisper's own transcribe() with its VAD filter on each channel, as a user would run it."""
+def whisper_alone_model(config: Config):
+    """The configured Whisper model loaded by faster-whisper itself, as a user would load it."""
     from faster_whisper import WhisperModel
 
     from ..asr import resolve_model_path
 
     o = config.asr
-    model = WhisperModel(resolve_model_path(o), device="cpu", compute_type=o.compute_type,
-                         cpu_threads=o.cpu_threads)
-    list(model.transcribe(np.zeros(16000, np.float32), beam_size=o.beam_size)[0])  # warm-up
+    return WhisperModel(resolve_model_path(o), device="cpu", compute_type=o.compute_type, cpu_threads=o.cpu_threads)
+
+
+def transcribe_alone(model, y16: np.ndarray, config: Config):
+    """faster-whisper's own transcribe() with its VAD filter on one channel: (lazy segments, info)."""
+    o = config.asr
+    return model.transcribe(y16, beam_size=o.beam_size, temperature=list(o.temperatures), vad_filter=True,
+                            word_timestamps=o.word_timestamps, condition_on_previous_text=False)
+
+
+def whisper_alone(paths: Sequence[Path], config: Config) -> float:
+    """faster-whisper's own transcribe() with its VAD filter on each channel, as a user would run it."""
+    model = whisper_alone_model(config)
+    list(model.transcribe(np.zeros(16000, np.float32), beam_size=config.asr.beam_size)[0])  # warm-up
     total = 0.0
     for path in paths:
         audio = load_audio(path)
         for ch in audio.samples:
             y = resample(ch, orig_sr=audio.sample_rate_hz, target_sr=16000)
             t0 = time.perf_counter()
-            segments, _ = model.transcribe(y, beam_size=o.beam_size, temperature=list(o.temperatures),
-                                           vad_filter=True, word_timestamps=o.word_timestamps,
-                                           condition_on_previous_text=False)
+            segments, _ = transcribe_alone(model, y, config)
             for _ in segments:  # decoding happens while iterating
                 pass
             total += time.perf_counter() - t0
