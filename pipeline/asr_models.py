@@ -57,14 +57,14 @@ class AsrOptions:
     # a packed turn this long (s) that comes back with no or sparse text is transcribed alone, the
     # fuller text kept (0 = never): Whisper sometimes skips or cuts short a turn of a long window
     recover_turn_s: float = 0.0
-    # at most this many turns in one packed window (0 = as many as max_window_s holds): Whisper skips
-    # or cuts short turns of windows that pack many short ones (README "Batch speed")
-    max_window_turns: int = 0
+    # at most this many turns in one full (batch) window (0 = as many as max_window_s holds): Whisper
+    # skips or cuts short turns of windows that pack many short ones (README "Batch speed")
+    max_window_turns: int = 3
     interim_s: float = 2.0
     # one timing rule for batch and live: a window's text counts from call time queued + apply_delay_s
     apply_delay_s: float = 3.0
     apply_wait_s: float = 10.0  # live: wall seconds a session waits for a late window before going on
-    batch_packing: str = "live"  # "full": batch packs windows up to max_window_s (text counts later)
+    batch_packing: str = "full"  # "full": batch packs windows up to max_window_s (text counts later)
 
     def __post_init__(self) -> None:
         if not self.languages:

@@ -85,17 +85,19 @@ class AsrScheduler:
         """Pack pending turns into windows once the oldest has waited ``max_delay_s`` or they fill a
         window (``force``: all of them, at hang-up). Returns the new jobs."""
         o, pending, jobs = self.options, self._pending, []
+        # the turn cap is for full (batch) windows; live ones are already short (max_delay_s)
+        cap = o.max_window_turns if self.full_windows else 0
         while pending:
             first_end = min(end for _, _, end in pending)
             total = sum(c.audio.size for _, c, _ in pending) / SAMPLE_RATE_HZ + TURN_GAP_S * (len(pending) - 1)
             waited = now_s >= first_end + o.max_delay_s and not self.full_windows
-            capped = 0 < o.max_window_turns <= len(pending)
+            capped = 0 < cap <= len(pending)
             if not (force or waited or capped or total >= o.max_window_s):
                 break
             batch, size = [], 0.0
             while pending:
                 dur = pending[0][1].audio.size / SAMPLE_RATE_HZ
-                if batch and (size + dur + TURN_GAP_S > o.max_window_s or len(batch) == o.max_window_turns):
+                if batch and (size + dur + TURN_GAP_S > o.max_window_s or len(batch) == cap):
                     break
                 batch.append(pending.pop(0))
                 size += dur + TURN_GAP_S

@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench_batch.py                    # the bundled samples, default config
     .venv/bin/python scripts/bench_batch.py calls/*.wav --config site.toml
+    .venv/bin/python scripts/bench_batch.py --rounds 3          # median of 3 back-to-back rounds
 """
 import argparse
 import sys
@@ -19,6 +20,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="*", type=Path, default=sorted((root / "samples").glob("*.wav")))
     parser.add_argument("--config", default=None)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time pipeline then faster-whisper alone this many times; quote the median ratio")
     parser.add_argument("--asr-model", default=None, help="override [asr] model (base, tiny.en, folder)")
     args = parser.parse_args()
     config = load_config(args.config)
@@ -30,7 +33,7 @@ def main() -> int:
 
     print("packages: " + ", ".join(f"{k} {v}" for k, v in package_versions().items() if v)
           + f"; constraints.txt sha256 {(environment()['constraints_sha256'] or 'none')[:12]}")
-    for line in benchmark.run(args.files, config).lines():
+    for line in benchmark.run(args.files, config, rounds=args.rounds).lines():
         print(line)
     return 0
 

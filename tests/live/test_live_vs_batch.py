@@ -2,7 +2,8 @@
 the escalating call streamed through the audio-fork tap (lossless L16, 20 ms frames) and through Twilio
 (mu-law, 20 ms), each against batch on a file of exactly the samples the tap carried (the replay tool's
 int16, after the same mu-law round trip for Twilio). Live hands Whisper windows to its ASR pool; each window's text counts from a tick fixed in call
-time (``[asr] apply_delay_s``), so it lands where batch puts it. Only wall-clock fields may differ."""
+time (``[asr] apply_delay_s``), so it lands where batch with live timing (``live_timing=True``, as `evaluate alerts` runs it) puts it.
+Only wall-clock fields may differ."""
 from __future__ import annotations
 
 import json
@@ -61,7 +62,8 @@ def test_streamed_call_gives_batch_json_with_asr_on(patient_engine, fmt, tmp_pat
     call_id = f"live-{fmt}"
     call = ReplayCall.from_file(str(ESCALATING), agent_channel=0, call_id=call_id, agent_id=None)
     carried = _as_carried(call, fmt, tmp_path / f"{fmt}.wav")
-    batch = analyze_file(carried, engine=patient_engine, call_id=call_id, agent_id=None, agent_channel=0)
+    batch = analyze_file(carried, engine=patient_engine, call_id=call_id, agent_id=None, agent_channel=0,
+                         live_timing=True)
 
     async def scenario(r):
         await replay(call, fmt=fmt, to=f"{r.bound.ws}/tap/{fmt}", token=TOKEN, speed=0)
