@@ -373,7 +373,7 @@ def test_max_window_turns_caps_the_turns_of_a_full_window_and_every_turn_is_stil
     """[asr] max_window_turns bounds how many turns one packed window holds (Whisper skips turns of
     windows packed with many short ones); the turns it holds back go into the next window, none lost."""
     path = SAMPLES / "calm_en.wav"
-    uncapped_eng = _scripted_engine(acoustic_engine, batch_packing="full")
+    uncapped_eng = _scripted_engine(acoustic_engine, batch_packing="full", max_window_turns=0)
     capped_eng = _scripted_engine(acoustic_engine, batch_packing="full", max_window_turns=2)
     uncapped = analyze_file(path, engine=uncapped_eng)
     capped = analyze_file(path, engine=capped_eng)
@@ -381,6 +381,19 @@ def test_max_window_turns_caps_the_turns_of_a_full_window_and_every_turn_is_stil
     assert max(capped_eng.transcriber.turns) == 2
     assert sum(capped_eng.transcriber.turns) == sum(uncapped_eng.transcriber.turns)
     assert [s["text"] != "" for s in capped["segments"]] == [s["text"] != "" for s in uncapped["segments"]]
+
+
+def test_max_window_turns_leaves_live_timed_windows_alone(acoustic_engine):
+    """Live windows are bounded by max_delay_s; the cap is for full (batch) windows only, so a live
+    floor does not run more windows because of it."""
+    path = SAMPLES / "calm_en.wav"
+    plain_eng = _scripted_engine(acoustic_engine, max_window_turns=0)
+    capped_eng = _scripted_engine(acoustic_engine, max_window_turns=1)
+    plain = analyze_file(path, engine=plain_eng, live_timing=True)
+    capped = analyze_file(path, engine=capped_eng, live_timing=True)
+    assert max(plain_eng.transcriber.turns) > 1
+    assert capped_eng.transcriber.turns == plain_eng.transcriber.turns
+    assert _strip(capped) == _strip(plain)
 
 
 def test_max_window_turns_must_not_be_negative():
