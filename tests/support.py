@@ -11,6 +11,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 
 
+def load_script(name: str):
+    """A module of ``scripts/`` (not a package), loaded once per test session."""
+    import importlib.util
+    import sys
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def _require(flag: str) -> bool:
     return os.environ.get(flag, "") not in ("", "0", "false", "no")
 

@@ -1,15 +1,9 @@
 """The packing measurement (scripts/measure_packing.py) counts words that land in the other party's turn."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from support import load_script
 
-_SPEC = importlib.util.spec_from_file_location(
-    "measure_packing", Path(__file__).resolve().parent.parent / "scripts" / "measure_packing.py")
-mp = importlib.util.module_from_spec(_SPEC)
-sys.modules["measure_packing"] = mp  # dataclasses look their module up there
-_SPEC.loader.exec_module(mp)
+mp = load_script("measure_packing")
 
 REFS = [mp.RefTurn("agent", 0.0, 2.0, "how can I help you"),
         mp.RefTurn("caller", 2.5, 5.0, "my card was declined")]

@@ -117,16 +117,9 @@ def test_live_path_in_20_ms_packets_gives_the_same_result_as_batch_with_live_tim
 
 def _matched_words(result, name):
     """Words of the result matched, in call order, to the sample's reference turns."""
-    import importlib.util
-    import sys
+    from support import load_script
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "measure_packing.py"
-    mp = sys.modules.get("measure_packing")
-    if mp is None:
-        spec = importlib.util.spec_from_file_location("measure_packing", path)
-        mp = importlib.util.module_from_spec(spec)
-        sys.modules["measure_packing"] = mp  # dataclasses look their module up there
-        spec.loader.exec_module(mp)
+    mp = load_script("measure_packing")
     ann = _annotation(name)
     refs = [mp.RefTurn(t["speaker"], t["start_s"], t["end_s"], t["text"]) for t in ann["turns"]]
     return mp.assignment(result["segments"], refs, language=ann["language"]).matched

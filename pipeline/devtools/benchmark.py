@@ -64,13 +64,15 @@ class BenchResult:
 
 
 def whisper_alone_model(config: Config):
-    """The configured Whisper model loaded by faster-whisper itself, as a user would load it."""
+    """The configured Whisper model loaded by faster-whisper itself, as a user would load it, warmed up."""
     from faster_whisper import WhisperModel
 
     from ..asr import resolve_model_path
 
     o = config.asr
-    return WhisperModel(resolve_model_path(o), device="cpu", compute_type=o.compute_type, cpu_threads=o.cpu_threads)
+    model = WhisperModel(resolve_model_path(o), device="cpu", compute_type=o.compute_type, cpu_threads=o.cpu_threads)
+    list(model.transcribe(np.zeros(16000, np.float32), beam_size=o.beam_size)[0])
+    return model
 
 
 def transcribe_alone(model, y16: np.ndarray, config: Config):
@@ -82,9 +84,7 @@ def transcribe_alone(model, y16: np.ndarray, config: Config):
 
 def whisper_alone(paths: Sequence[Path], config: Config, model=None) -> float:
     """faster-whisper's own transcribe() with its VAD filter on each channel, as a user would run it."""
-    if model is None:
-        model = whisper_alone_model(config)
-        list(model.transcribe(np.zeros(16000, np.float32), beam_size=config.asr.beam_size)[0])  # warm-up
+    model = model if model is not None else whisper_alone_model(config)
     total = 0.0
     for path in paths:
         audio = load_audio(path)
@@ -107,7 +107,6 @@ def run(paths: Sequence[Path], config: Config, *, rounds: int = 1) -> BenchResul
     engine = Engine.load(config)
     load_s = time.perf_counter() - t0
     alone_model = whisper_alone_model(config)
-    list(alone_model.transcribe(np.zeros(16000, np.float32), beam_size=config.asr.beam_size)[0])  # warm-up
     timed: list[tuple[float, float]] = []
     for _ in range(max(1, rounds)):
         stage: dict[str, float] = {}

@@ -1,9 +1,10 @@
 """Streaming and batch give the same per-call JSON on the same audio, with ASR on, to the last digit:
 the escalating call streamed through the audio-fork tap (lossless L16, 20 ms frames) and through Twilio
 (mu-law, 20 ms), each against batch on a file of exactly the samples the tap carried (the replay tool's
-int16, after the same mu-law round trip for Twilio). Live hands Whisper windows to its ASR pool; each window's text counts from a tick fixed in call
-time (``[asr] apply_delay_s``), so it lands where batch with live timing (``live_timing=True``, as `evaluate alerts` runs it) puts it.
-Only wall-clock fields may differ."""
+int16, after the same mu-law round trip for Twilio). Live hands Whisper windows to its ASR pool; each
+window's text counts from a tick fixed in call time (``[asr] apply_delay_s``), so it lands where batch
+with live timing (``live_timing=True``, as `evaluate alerts` runs it) puts it. Only wall-clock fields
+may differ."""
 from __future__ import annotations
 
 import json
