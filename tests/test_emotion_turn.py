@@ -184,3 +184,20 @@ def test_a_turn_scores_alike_at_16_khz_and_as_8_khz_telephone_audio(model, engin
         wide, tel = scores(name, False), scores(name, True)
         assert max(abs(wide[c] - tel[c]) for c in wide) < 0.25, (name, wide, tel)
         assert max(wide, key=wide.get) == max(tel, key=tel.get)
+
+
+def test_loco_turn_windows_pack_one_speakers_clips_at_most_three_and_within_the_window():
+    from types import SimpleNamespace
+
+    from support import load_script
+
+    packs = load_script("loco_turn_encoder").packs
+    rows = [SimpleNamespace(corpus=c, speaker=s) for c, s in
+            [("A", "1")] * 7 + [("A", "2")] * 2 + [("B", "1")] * 3]
+    durations = [2.0, 2.0, 9.0, 2.0, 2.0, 2.0, 20.0, 3.0, 3.0, 1.0, 1.0, 1.0]
+    groups = packs(rows, durations, max_turns=3, max_s=24.0)
+    assert sorted(i for g in groups for i in g) == list(range(len(rows)))      # each clip once
+    for g in groups:
+        assert len(g) <= 3 and len({(rows[i].corpus, rows[i].speaker) for i in g}) == 1
+        assert sum(durations[i] for i in g) + 0.6 * (len(g) - 1) <= 24.0
+    assert groups == packs(rows, durations, max_turns=3, max_s=24.0)           # seeded
