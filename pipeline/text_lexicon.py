@@ -121,6 +121,14 @@ def read_formulas(path: Path) -> re.Pattern | None:
     return re.compile("|".join(patterns), re.IGNORECASE) if patterns else None
 
 
+def read_markers(path: Path) -> re.Pattern | None:
+    """One alternation of the literal words of an optional word file (None when absent or empty)."""
+    if not path.is_file():
+        return None
+    words = sorted(read_words(path), key=len, reverse=True)
+    return re.compile("|".join(re.escape(w) for w in words)) if words else None
+
+
 def read_words(path: Path) -> set[str]:
     return {cols[0].strip() for _, cols in data_lines(path)}
 

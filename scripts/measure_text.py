@@ -5,6 +5,7 @@ UAR over a sweep of `negative_below` thresholds (for calibrating [text] negative
 
     python scripts/measure_text.py [--config my.toml] [--every N] [--backend trained|lexicon|transformers]
     python scripts/measure_text.py --flags     # flag precision/recall on tests/data/text_flag_phrases.tsv
+    python scripts/measure_text.py --call-talk # neutral service talk labelled negative (tests/data/text_call_talk.tsv)
 
 The files are the trained backend's training data: its figures here are in-sample (a regression check);
 its out-of-domain figures come from `callpulse evaluate text` and `scripts/train_text.py`.
@@ -20,7 +21,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.evaluate.text_measure import measure_flags, measure_text_file, read_flag_phrases  # noqa: E402
+from pipeline.evaluate.text_measure import (  # noqa: E402
+    measure_call_talk,
+    measure_flags,
+    measure_text_file,
+    read_call_talk,
+    read_flag_phrases,
+)
 from pipeline.text import TextScorer  # noqa: E402
 
 FILES = ("complaints_en.csv", "chnsenticorp_hotel_zh.csv")
@@ -36,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flags", action="store_true", help="measure the flags on the labelled phrase set")
     parser.add_argument("--phrases", default=str(Path(__file__).resolve().parents[1] / "tests" / "data" /
                                                  "text_flag_phrases.tsv"))
+    parser.add_argument("--call-talk", action="store_true",
+                        help="share of neutral call-centre talk labelled negative, per line and two lines a turn")
+    parser.add_argument("--talk", default=str(Path(__file__).resolve().parents[1] / "tests" / "data" /
+                                              "text_call_talk.tsv"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -51,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         config = config.replace("text", **changes)
     scorer = TextScorer.load(config.text)
     print(f"backend={config.text.backend} negative_below={config.text.negative_below}")
+    if args.call_talk:
+        lines = read_call_talk(args.talk)
+        for lang in ("zh", "en"):
+            f = measure_call_talk(scorer, lines, language=lang)
+            print(f"  {lang}: lines labelled negative {len(f.negative_lines)} of {f.n_lines} ({f.line_rate:.3f}), "
+                  f"two-line turns {len(f.negative_pairs)} of {f.n_pairs} ({f.pair_rate:.3f})")
+            for t in f.negative_lines:
+                print(f"      negative: {t}")
+        return 0
     if args.flags:
         phrases = read_flag_phrases(args.phrases)
         print(f"{args.phrases}: {len(phrases)} phrases")

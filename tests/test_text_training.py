@@ -15,6 +15,7 @@ from pipeline.training.text import (
     Corpus,
     FoldResult,
     HOTEL_DOMAIN,
+    fold_data_key,
     nested_report,
     write_model,
     zh_eval_units,
@@ -237,3 +238,10 @@ def test_retraining_one_language_keeps_the_other_and_the_cut_is_stored(tmp_path)
     (tmp_path / "trained.json").write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(ModelUnavailableError, match="negative_from_p"):
         load_models(tmp_path)
+
+
+def test_cached_fold_fits_are_not_reused_after_the_lexicon_feature_changes():
+    corpus = Corpus(texts=["好", "差"], negative=np.array([False, True]), fold=["a", "b"], source=["s", "s"])
+    lex = np.array([0.5, -0.5], dtype=np.float32)
+    assert fold_data_key(corpus, lex) == fold_data_key(corpus, lex.copy())
+    assert fold_data_key(corpus, lex) != fold_data_key(corpus, np.array([0.5, -0.7], dtype=np.float32))

@@ -15,13 +15,13 @@ import numpy as np
 from ..text_linear import DEFAULT_NEGATIVE_FROM_P, FeatureSpec, LinearTextModel, feature_matrix
 from ..training.text import (
     Candidate,
-    _cache_key,
     _design,
     decision,
     en_corpus,
     en_eval_units,
     fit_candidate,
     fit_platt,
+    fold_data_key,
     fold_path,
     lexicon_feature,
     sigmoid,
@@ -59,7 +59,7 @@ def fold_models(language: str, entry: dict, data_text: Path, cache_dir: Path, al
     corpus, units = corpus_and_units(language, data_text)
     y = corpus.negative
     lex = lexicon_feature(corpus.texts, language, next((d for d in also_look_in if d.is_dir()), cache_dir))
-    data_key = _cache_key(*corpus.texts, y.tobytes().hex(), *corpus.fold)
+    data_key = fold_data_key(corpus, lex)
     X = None
     fitted = []
     for name, test, train in units:

@@ -165,3 +165,50 @@ def measure_flags(scorer: TextScorer, phrases: Sequence[tuple[frozenset[str], st
             tuple(t for (_, t), e, g in zip(phrases, expected, got) if g and not e),
         )
     return out
+
+
+@dataclass(frozen=True)
+class CallTalkFigures:
+    """How often plain service talk of one language is labelled negative, alone and two lines to a turn."""
+
+    language: str
+    n_lines: int
+    negative_lines: tuple[str, ...]
+    n_pairs: int
+    negative_pairs: tuple[str, ...]
+
+    @property
+    def line_rate(self) -> float:
+        return len(self.negative_lines) / self.n_lines if self.n_lines else 0.0
+
+    @property
+    def pair_rate(self) -> float:
+        return len(self.negative_pairs) / self.n_pairs if self.n_pairs else 0.0
+
+
+def read_call_talk(path: str | Path) -> list[tuple[str, str]]:
+    """(text, language) of a neutral call-talk TSV (columns text, language, party; '#' lines are notes)."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader((line for line in f if not line.startswith("#")), delimiter="\t"))
+    except FileNotFoundError as exc:
+        raise DatasetError(f"call-talk file {path} not found") from exc
+    if not rows or not {"text", "language"} <= set(rows[0]):
+        raise DatasetError(f"{path} needs the tab-separated columns text, language (and party)")
+    return [(r["text"], r["language"]) for r in rows]
+
+
+def measure_call_talk(scorer: TextScorer, lines: Sequence[tuple[str, str]], *, language: str, n_pairs: int = 300,
+                      seed: int = 0) -> CallTalkFigures:
+    """Label every line of ``language``, and ``n_pairs`` turns of two random lines joined (an ASR turn often
+    holds two sentences, which passes the short-turn length), counting those labelled negative."""
+    import random
+
+    texts = [t for t, lang in lines if lang == language]
+    joiner = "，" if language == "zh" else " "
+    rng = random.Random(seed)
+    pairs = [joiner.join(rng.sample(texts, 2)) for _ in range(n_pairs)] if len(texts) >= 2 else []
+    neg_lines = tuple(t for t in texts if scorer.score(t, language=language).label == "negative")
+    neg_pairs = tuple(t for t in pairs if scorer.score(t, language=language).label == "negative")
+    return CallTalkFigures(language, len(texts), neg_lines, len(pairs), neg_pairs)

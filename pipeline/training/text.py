@@ -349,6 +349,13 @@ class FoldResult:
     uar_raw: float
 
 
+def fold_data_key(corpus: Corpus, lex: np.ndarray) -> str:
+    """Cache key of the fold fits on this data: the texts, labels, folds and the lexicon feature (a
+    changed lexicon changes the +lex candidates' fits, so their cached folds must not be reused)."""
+    lex_key = hashlib.sha1(np.ascontiguousarray(lex, dtype=np.float32).tobytes()).hexdigest()
+    return _cache_key(*corpus.texts, corpus.negative.tobytes().hex(), *corpus.fold, lex_key)
+
+
 def fold_path(cache_dir: Path, cand: Candidate, unit: str, data_key: str) -> Path:
     return cache_dir / f"fold-{_cache_key(repr(cand), unit, data_key)}.npz"
 
@@ -357,7 +364,7 @@ def cross_domain(cands: Sequence[Candidate], corpus: Corpus, units, features: Ca
                  lex: np.ndarray, cache_dir: Path | None = None) -> dict[str, list[FoldResult]]:
     """Out-of-domain logits of every candidate on every unit (cached per candidate, unit and data)."""
     y = corpus.negative
-    data_key = _cache_key(*corpus.texts, y.tobytes().hex(), *corpus.fold)
+    data_key = fold_data_key(corpus, lex)
     out: dict[str, list[FoldResult]] = {}
     for cand in cands:
         X = None
@@ -581,7 +588,7 @@ def blend_fold_models(language: str, entry: dict, data_text: Path, cache_dir: Pa
     y = corpus.negative
     look = [d for d in also_look_in if d.is_dir()]
     lex = lexicon_feature(corpus.texts, language, look[0] if look else cache_dir)
-    data_key = _cache_key(*corpus.texts, y.tobytes().hex(), *corpus.fold)
+    data_key = fold_data_key(corpus, lex)
     matrices: dict[str, object] = {}
 
     def part(cand: Candidate, name: str, test, train):
