@@ -74,8 +74,9 @@ _FLAG_CAPS = {"abuse": -0.6, "anger": -0.4, "escalation_request": -0.3}
 # Trained backend: a turn shorter than this (words; a Mandarin word ~1.5 characters) gets a sentiment only
 # when the lexicon or a flag finds some feeling in it (see _trained_sentiment).
 _SHORT_TURN_WORDS = 10.0
-# Trained backend, optional file of the lexicon folder: Mandarin service forms (see _no_opinion).
+# Trained backend, optional files of the lexicon folder: service forms (see _no_opinion).
 ZH_SERVICE_MARKERS = "zh_service_markers.txt"
+EN_SERVICE_FORMS = "en_service_forms.txt"
 _EVIDENCE_RAW = 0.5  # raw valence (VADER's -4..4 scale) that counts as the lexicon finding a feeling
 # Trained backend: a call-centre complaint rule of en_domain.tsv ("cancel my card", "on hold for an hour")
 # caps the sentiment here; tweets hold few such phrases, so the model cannot have learnt them.
@@ -159,6 +160,7 @@ class TextScorer:
         en_formulas: re.Pattern | None,
         zh_lexicon: ZhLexicon,
         zh_service: re.Pattern | None = None,
+        en_service: re.Pattern | None = None,
         flag_patterns: tuple[tuple[str, str, re.Pattern], ...],
         snownlp_cls,
         to_simplified,
@@ -171,6 +173,7 @@ class TextScorer:
         self._en_formulas = en_formulas
         self._zh = zh_lexicon
         self._zh_service = zh_service
+        self._en_service = en_service
         self._flags = flag_patterns
         self._snownlp = snownlp_cls
         self._to_simplified = to_simplified
@@ -235,6 +238,7 @@ class TextScorer:
             en_formulas=read_formulas(folder / "en_formulas.txt"),
             zh_lexicon=ZhLexicon.from_folder(folder),
             zh_service=read_markers(folder / ZH_SERVICE_MARKERS),
+            en_service=read_formulas(folder / EN_SERVICE_FORMS) if (folder / EN_SERVICE_FORMS).is_file() else None,
             flag_patterns=flags,
             snownlp_cls=snownlp_cls,
             to_simplified=to_simplified,
@@ -332,7 +336,7 @@ class TextScorer:
         length = n_cjk / 1.5 + n_words
         if n_cjk == 0 and n_words == 0:
             return None, lex, evidence, length, _NEGATIVE_FROM_P
-        if skip_short and not evidence and self._no_opinion(length, cjk_text):
+        if skip_short and not evidence and self._no_opinion(length, cjk_text, latin_text):
             return None, lex, evidence, length, _NEGATIVE_FROM_P
         # Each language's model reads its own part; a mixed turn averages their calibrated logits by
         # words (one Mandarin word is about 1.5 characters).
@@ -353,10 +357,11 @@ class TextScorer:
     def _trained_sentiment(self, cjk_text: str, latin_text: str, zh_view: str, flags: Sequence[str]) -> float:
         p, lex, evidence, length, p0 = self._trained_p(cjk_text, latin_text, zh_view, skip_short=not flags)
         complaint_rule = length > 0 and self._en_complaint_rule(latin_text)
-        if p is None or (not evidence and not flags and self._no_opinion(length, cjk_text)):
+        if p is None or (not evidence and not flags and not complaint_rule
+                         and self._no_opinion(length, cjk_text, latin_text)):
             # The models learnt from reviews and tweets, which all carry an opinion; a short turn in which
             # the lexicon finds no feeling at all ("请问您是本人吗", "是的"), or a Mandarin turn in a service
-            # form ("请您核对一下您的姓名和身份证号"), is service talk, not a review.
+            # form ("请您核对一下您的姓名和身份证号", "how much is this month's bill"), is service talk.
             sentiment = 0.0
         else:
             negative = max(0.0, (p - p0) / (1.0 - p0))
@@ -370,13 +375,15 @@ class TextScorer:
             sentiment = min(sentiment, _DOMAIN_RULE_CAP)
         return sentiment
 
-    def _no_opinion(self, length: float, cjk_text: str) -> bool:
-        """For a turn in which the lexicon found no feeling: whether it is service talk (short, or
-        Mandarin holding a service form of zh_service_markers.txt), whose sentiment is 0."""
+    def _no_opinion(self, length: float, cjk_text: str, latin_text: str) -> bool:
+        """For a turn in which the lexicon found no feeling: whether it is service talk (short, or holding a
+        service form of zh_service_markers.txt / en_service_forms.txt), whose sentiment is 0."""
         if length < _SHORT_TURN_WORDS:
             return True
         # cjk_text is already in Simplified (_views), like the markers.
-        return self._zh_service is not None and self._zh_service.search(cjk_text) is not None
+        if self._zh_service is not None and cjk_text and self._zh_service.search(cjk_text) is not None:
+            return True
+        return self._en_service is not None and self._en_service.search(latin_text) is not None
 
     def _en_complaint_rule(self, latin_text: str) -> bool:
         """Whether a negative call-centre rule of en_domain.tsv matches (not negated)."""

@@ -108,24 +108,27 @@ def test_neutral_service_talk_is_neutral(scorer, text, language):
     assert result.flags == ()
 
 
-@pytest.mark.parametrize("language", ["zh", "en"])
-def test_plain_call_talk_is_seldom_negative_even_two_sentences_long(scorer, language):
+@pytest.mark.parametrize("language,most_pairs", [("zh", 0.20), ("en", 0.08)])
+def test_plain_call_talk_is_seldom_negative_even_two_sentences_long(scorer, language, most_pairs):
     # The trained models learnt from reviews and tweets, in which a turn that does not praise complains;
-    # service talk does neither. Two sentences exceed the short-turn length, so Mandarin service forms
-    # (zh_service_markers.txt) are what keeps such turns neutral: without them, 77% of the Mandarin
-    # two-line turns were labelled negative.
+    # service talk does neither. Two sentences exceed the short-turn length, so service forms
+    # (zh_service_markers.txt, en_service_forms.txt) are what keeps such turns neutral: without them, 77%
+    # of the Mandarin and 10% of the English two-line turns were labelled negative.
     lines = read_call_talk(REPO / "tests" / "data" / "text_call_talk.tsv")
     f = measure_call_talk(scorer, lines, language=language, n_pairs=200)
     assert f.n_lines >= 30 and f.n_pairs == 200
     assert f.line_rate <= 0.05, f.negative_lines
-    assert f.pair_rate <= 0.20, f.negative_pairs[:10]
+    assert f.pair_rate <= most_pairs, f.negative_pairs[:10]
 
 
-def test_a_mandarin_service_form_keeps_a_long_turn_without_feeling_neutral():
+def test_a_service_form_keeps_a_long_turn_without_feeling_neutral():
     scorer = TextScorer.load(TextOptions(backend="trained"))
     for text in ("请您核对一下您的姓名和身份证号，然后我帮您把卡片重新激活", "我想查一下上个月二十三号那笔转账到账了没有"):
         assert scorer.score(text, language="zh").label == "neutral", text
-    # A service form does not hide a feeling the lexicon finds.
+    assert scorer.score("your new card was sent out on Monday how much is this month's bill",
+                        language="en").label == "neutral"
+    # A service form does not hide a feeling the lexicon or a complaint rule finds.
+    assert scorer.score("can you tell me why nobody called me back about my card", language="en").label == "negative"
     assert scorer.score("请问你们到底什么时候才能把我的问题解决，我等了一个星期了", language="zh").label == "negative"
 
 
