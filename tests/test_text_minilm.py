@@ -188,16 +188,17 @@ class _CountingEmbedder:
 
 
 def test_short_service_talk_is_neutral_without_running_minilm(scorer):
-    """The short-turn rule makes "ok" neutral whatever the model says, so the model is not run for it;
-    a turn with feeling, a flag or ten words is."""
+    """The short-turn rule makes "ok" neutral whatever the model says, so the model is not run for it,
+    nor for a long turn in a service form with no feeling; a turn with feeling, a flag or ten words is."""
     en = scorer._trained["en"]
     spy = _CountingEmbedder(en.head.embedder)
     counted = scorer.with_trained_model(dataclasses.replace(en, head=dataclasses.replace(en.head, embedder=spy)))
-    for text in ("ok", "what is my balance", "can you read me the card number"):
+    for text in ("ok", "what is my balance", "can you read me the card number",
+                 "i would like to ask about the transfer i made to my sister on monday"):
         assert counted.score(text, language="en").sentiment == 0.0
     assert spy.calls == 0
     for text in ("this is a disgrace", "i want to speak to your manager",
-                 "i would like to ask about the transfer i made to my sister on monday"):
+                 "i asked about the transfer i made to my sister on monday morning"):
         counted.score(text, language="en")
     assert spy.calls == 3
     # The probability itself is still there for whoever asks (evaluation, ECE).
