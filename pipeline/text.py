@@ -357,11 +357,11 @@ class TextScorer:
     def _trained_sentiment(self, cjk_text: str, latin_text: str, zh_view: str, flags: Sequence[str]) -> float:
         p, lex, evidence, length, p0 = self._trained_p(cjk_text, latin_text, zh_view, skip_short=not flags)
         complaint_rule = length > 0 and self._en_complaint_rule(latin_text)
-        if p is None or (not evidence and not flags and not complaint_rule
-                         and self._no_opinion(length, cjk_text, latin_text)):
-            # The models learnt from reviews and tweets, which all carry an opinion; a short turn in which
-            # the lexicon finds no feeling at all ("请问您是本人吗", "是的"), or a Mandarin turn in a service
-            # form ("请您核对一下您的姓名和身份证号", "how much is this month's bill"), is service talk.
+        if p is None:
+            # No words, or (no flag, so skip_short) service talk that _trained_p did not score: the models
+            # learnt from reviews and tweets, which all carry an opinion; a short turn in which the lexicon
+            # finds no feeling ("请问您是本人吗", "是的"), or one in a service form ("请您核对一下您的姓名和身份证号",
+            # "how much is this month's bill"), is neither. A flag or complaint rule still caps it below.
             sentiment = 0.0
         else:
             negative = max(0.0, (p - p0) / (1.0 - p0))
