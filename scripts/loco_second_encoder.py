@@ -44,7 +44,7 @@ from pipeline.training.emotion_data import data_dir_default  # noqa: E402
 from pipeline.training.loco import HEADLINE, figures  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from loco_turn_encoder import fit_score, normalised  # noqa: E402
+from loco_turn_encoder import fit_score, inner_choice, normalised  # noqa: E402
 
 L2_GRID = (10.0, 30.0, 100.0, 300.0)
 FEATURES = ("prosody", "encoder", "both")
@@ -101,19 +101,6 @@ def window_encodings(rows, transcriber, cache_dir: Path) -> tuple[dict[str, np.n
     return arrays, per_window_s
 
 
-def inner_choice(x, y, speakers, corpora, train_corpora, normalisation, thin) -> float:
-    """L2 with the best mean (training corpora left out in turn) of the worse-rate window UAR."""
-    scores: dict[float, list[float]] = {l2: [] for l2 in L2_GRID}
-    for held in train_corpora:
-        train = np.isin(corpora, [c for c in train_corpora if c != held]) & thin
-        test = corpora == held
-        z = normalised(x, speakers, np.isin(corpora, [c for c in train_corpora if c != held]), normalisation)
-        for l2 in L2_GRID:
-            probs = fit_score(z, y, train, test, corpora, l2=l2)
-            scores[l2].append(min(figures(probs[r], y[test], speakers[test])["uar_4class"] for r in RATES))
-    return max(L2_GRID, key=lambda l2: (float(np.mean(scores[l2])), -l2))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/loco_second_encoder.json"))
@@ -130,7 +117,8 @@ def main(argv=None) -> int:
     enc, per_window_s = window_encodings(rows, transcriber, args.cache_dir)
     n_win = len(F.window_clip)
     assert all(enc[r].shape[0] == n_win for r in RATES), (n_win, {r: enc[r].shape for r in RATES})
-    print(f"{n_win} windows per rate; encoder {1000 * per_window_s:.1f} ms per window (incl. mel, pooling)")
+    cost = "cached" if per_window_s != per_window_s else f"{1000 * per_window_s:.1f} ms a window (reading, G.711, mel, pooling)"
+    print(f"{n_win} windows per rate; encoder pass {cost}")
     if args.encode_only:
         return 0
     prosody = {r: F.windows[r] for r in RATES}
@@ -148,7 +136,7 @@ def main(argv=None) -> int:
             folds += [(held, list(TRAIN_CORPORA)) for held in TEST_ONLY_CORPORA]
             for held, train_corpora in folds:
                 t0 = time.perf_counter()
-                l2 = inner_choice(x, y, speakers, corpora, train_corpora, norm, thin)
+                l2 = inner_choice(x, y, speakers, corpora, train_corpora, norm, grid=L2_GRID, thin=thin)
                 base = np.isin(corpora, train_corpora)
                 test = corpora == held
                 probs = fit_score(normalised(x, speakers, base, norm), y, base & thin, test, corpora, l2=l2)

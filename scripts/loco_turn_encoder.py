@@ -152,17 +152,19 @@ def fit_score(z: dict, y: np.ndarray, train: np.ndarray, test: np.ndarray, corpo
     return out
 
 
-def inner_choice(x: dict, y, speakers, corpora, train_corpora, normalisation) -> float:
-    """L2 with the best mean (over the training corpora, each left out in turn) of the worse-rate UAR."""
-    scores: dict[float, list[float]] = {l2: [] for l2 in L2_GRID}
+def inner_choice(x: dict, y, speakers, corpora, train_corpora, normalisation, *, grid=L2_GRID,
+                 thin: np.ndarray | None = None) -> float:
+    """L2 with the best mean (over the training corpora, each left out in turn) of the worse-rate UAR.
+    ``thin`` [n]: only these rows train the heads (all rows still form the speaker baselines)."""
+    scores: dict[float, list[float]] = {l2: [] for l2 in grid}
     for held in train_corpora:
         train = np.isin(corpora, [c for c in train_corpora if c != held])
         test = corpora == held
         z = normalised(x, speakers, train, normalisation)
-        for l2 in L2_GRID:
-            probs = fit_score(z, y, train, test, corpora, l2=l2)
+        for l2 in grid:
+            probs = fit_score(z, y, train if thin is None else train & thin, test, corpora, l2=l2)
             scores[l2].append(min(figures(probs[r], y[test], speakers[test])["uar_4class"] for r in RATES))
-    return max(L2_GRID, key=lambda l2: (float(np.mean(scores[l2])), -l2))
+    return max(grid, key=lambda l2: (float(np.mean(scores[l2])), -l2))
 
 
 def main(argv=None) -> int:
