@@ -76,8 +76,13 @@ class EmotionOptions:
     # "sad" needs more: on unseen corpora calm (neutral) speech came out "sad" most often, and a
     # supervisor reads a "sad" agent as a judgement (issue 9).
     sad_min_confidence: float = 0.8
+    # Each reading (one a second) analyses the last window_s seconds of a speaker's audio. Shorter
+    # windows hold only new voice sooner after a change (alert latency) but measure noisier prosody.
+    window_s: float = 2.0
 
     def __post_init__(self) -> None:
+        if not 1.0 <= self.window_s <= 4.0:
+            raise ValueError(f"window_s must be within 1..4 s, got {self.window_s}")
         if self.baseline_min_updates < 1:
             raise ValueError(f"baseline_min_updates must be >= 1, got {self.baseline_min_updates}")
         if self.baseline_memory_updates < self.baseline_min_updates:

@@ -35,7 +35,6 @@ from .strain import ShiftBook
 from .transcript import Transcript
 from .vad import SAMPLE_RATE_HZ
 
-EMOTION_WINDOW_S = 2.0
 MIN_WINDOW_SPEECH_S = 0.5
 
 
@@ -219,14 +218,15 @@ class CallSession:
 
     def _tick(self, t: float) -> list[SessionEvent]:
         speaking, caller_calm = {}, self._agitation.level < self.config.alerts.caller_agitation.clear_level
+        window_s = self.config.emotion.window_s
         for ch in self._channels:
             speech = ch.speech_in(t - 1.0, t)
             speaking[ch.speaker] = speech >= 0.3
             ch.speech_s += speech
             if ch.speaker == "agent":
                 self._strain.add_talk(speech)
-            if ch.speech_in(t - EMOTION_WINDOW_S, t) >= MIN_WINDOW_SPEECH_S:
-                r = self._read(ch, t - EMOTION_WINDOW_S, t, learn=True, caller_calm=caller_calm)
+            if ch.speech_in(t - window_s, t) >= MIN_WINDOW_SPEECH_S:
+                r = self._read(ch, t - window_s, t, learn=True, caller_calm=caller_calm)
                 if r is not None:
                     self._prosody_timeline.append(r.timeline_row(t, ch.speaker))
                     if r.voice_drift is not None:

@@ -35,22 +35,23 @@ from pipeline.training.corpora import TRAIN_CORPORA, default_clip_rows, extract_
 from pipeline.training.loco import fit_heads, select_recipe, trained_on, write_model_dir  # noqa: E402
 
 
-def recording_config(emotion_dir: Path, fusion: FT.CueFusion, fusion_root: Path):
+def recording_config(emotion_dir: Path, fusion: FT.CueFusion, fusion_root: Path, *,
+                     window_s: float = FT.ANALYSIS_WINDOW_S):
     """The engine config that records cues with ``emotion_dir``'s heads and ``fusion`` (ASR off: the acoustic
     path; the lexicon text scorer, unused without transcripts)."""
     from pipeline.config import load_config
 
     clear = load_config().alerts.caller_agitation.clear_level
     return load_config(overrides={"asr": {"enabled": False}, "text": {"backend": "lexicon"},
-                                  "emotion": {"model_dir": str(emotion_dir)},
+                                  "emotion": {"model_dir": str(emotion_dir), "window_s": window_s},
                                   **fusion.config_overrides(fusion.write(fusion_root), clear_level=clear)})
 
 
 class Recorder:
     """Records calls' cues with a fold's emotion model and a given fusion, one engine per (model, fusion)."""
 
-    def __init__(self, rows, cache: Path, *, order: int = 1):
-        self.rows, self.cache, self.order = rows, cache, order
+    def __init__(self, rows, cache: Path, *, order: int = 1, window_s: float = FT.ANALYSIS_WINDOW_S):
+        self.rows, self.cache, self.order, self.window_s = rows, cache, order, window_s
         self._engines: dict = {}
 
     def __call__(self, emotion_dir: Path, fusion: FT.CueFusion, rows) -> list:
@@ -58,7 +59,8 @@ class Recorder:
 
         key = (str(emotion_dir), fusion.fusion_id)
         if key not in self._engines:
-            self._engines = {key: Engine.load(recording_config(emotion_dir, fusion, self.cache / "fusions"), warm_up=False)}
+            config = recording_config(emotion_dir, fusion, self.cache / "fusions", window_s=self.window_s)
+            self._engines = {key: Engine.load(config, warm_up=False)}
         print(f"recording {len(rows)} calls with {emotion_dir.name} and {fusion.fusion_id}", flush=True)
         # --reverse: a second process starts at the other end, so the two share out the window analyses
         todo = rows[::self.order]
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                     "and stop: to share the folds out over processes before one full run")
     ap.add_argument("--rounds", type=int, default=FT.MAX_ROUNDS, help="at most this many fits per refit")
     ap.add_argument("--reverse", action="store_true", help="record calls last to first (a second process)")
+    ap.add_argument("--window-s", type=float, default=FT.ANALYSIS_WINDOW_S,
+                    help="the engine's [emotion] window_s while recording cues (the analysis window of each "
+                    "1 s reading; the shipped fit is only valid with the same window_s in the config)")
 
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.folds is not None:
         corpora = [c for c in args.folds.split(",") if c]
     F = extract_features(default_clip_rows(data, corpora=TRAIN_CORPORA), cache_dir=REPO / ".cache" / "emotion-loco")
-    record = Recorder(rows, args.cache, order=-1 if args.reverse else 1)
+    record = Recorder(rows, args.cache, order=-1 if args.reverse else 1, window_s=args.window_s)
     emotion_dirs = {}
     for held in corpora:
         model_dir = emotion_dirs[held] = args.cache / f"emotion-without-{held}"

@@ -431,3 +431,31 @@ def test_transcribed_turns_are_rescored_by_the_turn_heads_on_the_asr_encoder_pas
     before = [s["arousal"] for s in caller if s["end_s"] < 31.6]     # the sample's escalation onset
     after = [s["arousal"] for s in caller if s["start_s"] > 31.6]
     assert before and after and max(after) > max(before) + 0.3
+
+
+def test_each_one_second_reading_analyses_the_configured_emotion_window(config, monkeypatch):
+    from pipeline.emotion_stream import EmotionStream
+    from pipeline.engine import Engine
+
+    seen: dict[float, list[int]] = {}
+    read = EmotionStream.read
+
+    def spy(self, y, **kw):
+        if kw["learn"]:    # the 1 Hz readings (whole turns are read too, and do not learn)
+            seen.setdefault(current, []).append(len(y))
+        return read(self, y, **kw)
+
+    monkeypatch.setattr(EmotionStream, "read", spy)
+    for current in (2.0, 1.5):
+        engine = Engine.load(config.replace("asr", enabled=False).replace("emotion", window_s=current))
+        analyze_file(SAMPLES / "calm_en.wav", engine=engine)
+    # the same audio clock, a shorter slice of it per reading
+    assert max(seen[1.5]) / max(seen[2.0]) == pytest.approx(0.75, abs=1e-3)
+    assert len(seen[1.5]) > 10
+
+
+def test_emotion_window_outside_1_to_4_s_is_a_config_error():
+    from pipeline.emotion import EmotionOptions
+
+    with pytest.raises(ValueError, match="window_s"):
+        EmotionOptions(window_s=0.5)

@@ -148,3 +148,13 @@ def test_the_window_memo_gives_the_models_own_results_and_computes_each_window_o
         assert engine.extractor.vector(y2, sr=16000)[1][0] == y2.sum() and len(calls) == 2
         engine.extractor.vector(y1, sr=8000)                # another rate is another window
         assert len(calls) == 3
+
+
+def test_cues_remember_the_analysis_window_they_were_read_over_and_old_caches_read_as_2_s():
+    from dataclasses import replace
+
+    cue = replace(synthetic_calls("EmoDB", 3, n=1)[0], window_s=1.5)
+    back = FT.CallCues.from_json(cue.to_json())
+    assert back.window_s == 1.5
+    old = {k: v for k, v in cue.to_json().items() if k != "window_s"}   # a cache written before the setting
+    assert FT.CallCues.from_json(old).window_s == 2.0

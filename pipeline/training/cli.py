@@ -87,10 +87,12 @@ def _train_fusion(args) -> int:
     engine = next(iter(engines.values()))
     write_fusion_dir(args.out, model, timing, {
         "fitted_on": {"calls": str(args.manifest), "n_calls": len(calls), "emotion_model": engine.emotion_source,
-                      "asr": "off (acoustic path)"},
+                      "asr": "off (acoustic path)", "emotion_window_s": engine.config.emotion.window_s},
         "training_call_figures": drop_per_call(figures)})
     print(f"wrote {args.out / 'fusion.json'} ({model.model_id}); figures are on the calls it was fitted on. Config:\n"
           f"[fusion]\nmodel = \"learned\"\nmodel_dir = \"{args.out}\"\nrise_tau_s = {timing.rise_tau_s}\n"
           f"fall_tau_s = {timing.fall_tau_s}\n[alerts.caller_agitation]\nraise_level = {timing.raise_level}\n"
-          f"min_sustain_s = {timing.min_sustain_s}")
+          f"min_sustain_s = {timing.min_sustain_s}\n"
+          # the cues were read over this window: the fit holds only where the engine reads the same
+          f"[emotion]\nwindow_s = {engine.config.emotion.window_s}")
     return 0

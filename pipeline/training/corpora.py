@@ -213,8 +213,10 @@ def _read_audio(path: str) -> tuple[np.ndarray, int]:
 
 
 def extract_features(rows: Sequence[ClipRow], *, prosody: ProsodyOptions | None = None,
-                     cache_dir: Path | None = None, progress: Callable[[str], None] = log.info) -> Features:
-    """Vectors of ``rows`` (cached per corpus in ``cache_dir``), in the rows' order."""
+                     cache_dir: Path | None = None, progress: Callable[[str], None] = log.info,
+                     window_s: float = LIVE_WINDOW_S) -> Features:
+    """Vectors of ``rows`` (cached per corpus in ``cache_dir``), in the rows' order; the live-sized
+    windows are ``window_s`` long, one every ``LIVE_HOP_S`` (the engine's ``[emotion] window_s``)."""
     prosody = prosody or ProsodyOptions()
     extractor = ProsodyExtractor(prosody)
     d = len(extractor.vector_names)
@@ -227,13 +229,14 @@ def extract_features(rows: Sequence[ClipRow], *, prosody: ProsodyOptions | None 
     total_s = 0.0
     for corpus, idx in by_corpus.items():
         sub = [rows[i] for i in idx]
-        cache = None if cache_dir is None else cache_dir / f"clips-{_safe(corpus)}-{_key(sub, prosody)}.npz"
+        key = _key(sub, prosody) + ("" if window_s == LIVE_WINDOW_S else f"-win{window_s:g}")
+        cache = None if cache_dir is None else cache_dir / f"clips-{_safe(corpus)}-{key}.npz"
         if cache is not None and cache.is_file():
             with np.load(cache, allow_pickle=False) as z:
                 part = {k: z[k] for k in z.files}
         else:
             t0 = time.perf_counter()
-            part = _extract(sub, extractor)
+            part = _extract(sub, extractor, window_s=window_s)
             part["extract_s"] = np.array([time.perf_counter() - t0])
             progress(f"{corpus}: {len(sub)} clips measured in {part['extract_s'][0]:.1f} s")
             if cache is not None:
@@ -253,7 +256,8 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
-def _extract(rows: Sequence[ClipRow], extractor: ProsodyExtractor) -> dict[str, np.ndarray]:
+def _extract(rows: Sequence[ClipRow], extractor: ProsodyExtractor, *, window_s: float = LIVE_WINDOW_S
+             ) -> dict[str, np.ndarray]:
     out: dict[str, list] = {f"{k}.{rate}": [] for k in ("clip", "win") for rate in RATES}
     win_clip: list[int] = []
     for i, r in enumerate(rows):
@@ -264,7 +268,7 @@ def _extract(rows: Sequence[ClipRow], extractor: ProsodyExtractor) -> dict[str, 
         n_win = None
         for rate, (audio, rsr) in versions.items():
             out[f"clip.{rate}"].append(extractor.vector(audio, sr=rsr)[1])
-            spans = _spans(len(audio), sr=rsr, window_s=LIVE_WINDOW_S, hop_s=LIVE_HOP_S)
+            spans = _spans(len(audio), sr=rsr, window_s=window_s, hop_s=LIVE_HOP_S)
             spans = spans if n_win is None else (spans + spans[-1:] * n_win)[:n_win]
             n_win = len(spans)
             out[f"win.{rate}"].extend(extractor.vector(audio[a:b], sr=rsr)[1] for a, b in spans)

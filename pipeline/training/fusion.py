@@ -50,7 +50,7 @@ from ..fusion import CUE_RECORDER, FEATURES, FUSION_FILE, MODEL_FEATURES, CueBas
 log = logging.getLogger(__name__)
 
 LABEL_LAG_S = 1.0
-# The engine's emotion reading every second covers the last 2 s (engine.EMOTION_WINDOW_S).
+# The engine's emotion reading every second covers the last [emotion] window_s seconds (default 2).
 ANALYSIS_WINDOW_S = 2.0
 # +1: never lowers agitation; -1: never raises it; 0: free.
 # baseline_ready may only lower agitation: free, it learnt "later in a call" (onsets come after the
@@ -81,18 +81,20 @@ class CallCues:
     features: np.ndarray        # [n, len(FEATURES)]
     other: np.ndarray           # [n] text + turn evidence (noisy-OR), 0 with ASR off
     fusion_id: str = ""         # the fusion the engine ran while recording them (CueFusion.fusion_id)
+    window_s: float = ANALYSIS_WINDOW_S   # the engine's [emotion] window_s while recording them
 
     def to_json(self) -> dict:
         return {"call_id": self.call_id, "corpus": self.corpus, "variant": self.variant, "kind": self.kind,
                 "onset_s": self.onset_s, "duration_s": self.duration_s, "t_s": self.t_s.tolist(),
                 "features": np.round(self.features, 5).tolist(), "other": np.round(self.other, 5).tolist(),
-                "fusion_id": self.fusion_id}
+                "fusion_id": self.fusion_id, "window_s": self.window_s}
 
     @classmethod
     def from_json(cls, d: Mapping) -> "CallCues":
         return cls(d["call_id"], d["corpus"], d["variant"], d["kind"], d["onset_s"], float(d["duration_s"]),
                    np.asarray(d["t_s"], dtype=float), np.asarray(d["features"], dtype=float).reshape(-1, len(FEATURES)),
-                   np.asarray(d["other"], dtype=float), d.get("fusion_id", ""))
+                   np.asarray(d["other"], dtype=float), d.get("fusion_id", ""),
+                   float(d.get("window_s", ANALYSIS_WINDOW_S)))
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,10 @@ def record_calls(rows: Sequence[Mapping], *, engine, fusion: CueFusion | None = 
         raise ConfigError("record_calls needs the fusion the cues will be scored with (cues depend on it: "
                           "the caller's baselines learn only while its level is low); see refit_recorded")
     check_engine_runs(engine.config, fusion)
-    cache = cache_dir / f"{fusion.fusion_id}.jsonl" if cache_dir is not None else None
+    window_s = engine.config.emotion.window_s
+    # cues depend on the analysis window too; the default keeps the cache names it always had
+    name = fusion.fusion_id if window_s == ANALYSIS_WINDOW_S else f"{fusion.fusion_id}-w{window_s:g}"
+    cache = cache_dir / f"{name}.jsonl" if cache_dir is not None else None
     done = read_cached_cues(cache, fusion_id=fusion.fusion_id) if cache is not None else {}
     windows = WindowMemo(engine, memo) if memo is not None else contextlib.nullcontext()
     out = []
@@ -339,7 +344,7 @@ def record_calls(rows: Sequence[Mapping], *, engine, fusion: CueFusion | None = 
                     windows.close_call()
                 # as the cache keeps them (5 decimals): a fit on fresh cues is the fit on cached ones
                 line = json.dumps(CallCues(key, r["corpus"], r["variant"], r["kind"], r["onset_s"], dur, t, x, other,
-                                           fusion.fusion_id).to_json())
+                                           fusion.fusion_id, window_s).to_json())
                 done[key] = CallCues.from_json(json.loads(line))
                 if cache is not None:
                     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -470,8 +475,8 @@ def latency_parts(calls: Sequence[CallCues], model: LearnedFusion, timing: Timin
     """Where the seconds between the onset and the takeover go, medians over detected escalating calls:
     ``evidence_s`` (onset -> first second the unsmoothed evidence reaches raise_level: the 2 s analysis
     window, the 1 s hop and the cue itself), ``smoothing_s`` (-> the smoothed level reaches it) and
-    ``sustain_s`` (-> the policy raises). ``full_window_s``: onset -> the first caller reading whose 2 s
-    window lies wholly after the onset (the floor the analysis window and the 1 s hop set). With
+    ``sustain_s`` (-> the policy raises). ``full_window_s``: onset -> the first caller reading whose
+    analysis window (``CallCues.window_s``) lies wholly after the onset (the floor the analysis window and the 1 s hop set). With
     ``detector = "cusum"``, evidence_s is -> the evidence first exceeds the drift and smoothing_s the
     accumulation up to the threshold."""
     parts: dict[str, list[float]] = {"full_window_s": [], "evidence_s": [], "smoothing_s": [], "sustain_s": []}
@@ -489,7 +494,7 @@ def latency_parts(calls: Sequence[CallCues], model: LearnedFusion, timing: Timin
         t_lv = c.t_s[after & (level >= timing.raise_level)]
         if not len(t_ev) or not len(t_lv):
             continue
-        full = c.t_s[(c.t_s - ANALYSIS_WINDOW_S >= c.onset_s) & (c.features[:, 0] > 0)]
+        full = c.t_s[(c.t_s - c.window_s >= c.onset_s) & (c.features[:, 0] > 0)]
         if len(full):
             parts["full_window_s"].append(float(full[0] - c.onset_s))
         parts["evidence_s"].append(float(t_ev[0] - c.onset_s))
