@@ -34,7 +34,7 @@ class CallResult:
     started_at: str | None
     segments: tuple[Mapping, ...]
     timeline: tuple[Mapping, ...]       # per second: caller_agitation, agent_strain
-    prosody_timeline: tuple[Mapping, ...]  # per second and speaker over the last 2 s of their speech
+    prosody_timeline: tuple[Mapping, ...]  # per second and speaker over the last [emotion] window_s of their speech
     alerts: tuple[AlertEvent, ...]      # latest state of each alert, in raise order
     summary: Mapping[str, Any]
 

@@ -52,7 +52,7 @@ GAIN_DEPENDENT = ("energy_db",)
 
 # Bump when the layout of the cached feature files changes.
 _CACHE_FORMAT = 2
-# The engine scores the last 2 s of each speaker every second.
+# The engine scores the last [emotion] window_s (default 2 s) of each speaker every second.
 LIVE_WINDOW_S = 2.0
 LIVE_HOP_S = 1.0
 
