@@ -44,7 +44,7 @@ from pipeline.training.emotion_data import data_dir_default  # noqa: E402
 from pipeline.training.loco import HEADLINE, figures  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from loco_turn_encoder import fit_score, inner_choice, normalised  # noqa: E402
+from loco_turn_encoder import fit_score, fold_line, inner_choice, normalised  # noqa: E402
 
 L2_GRID = (10.0, 30.0, 100.0, 300.0)
 FEATURES = ("prosody", "encoder", "both")
@@ -141,9 +141,8 @@ def main(argv=None) -> int:
                 test = corpora == held
                 probs = fit_score(normalised(x, speakers, base, norm), y, base & thin, test, corpora, l2=l2)
                 results[key][held] = {"l2": l2, **{r: figures(probs[r], y[test], speakers[test]) for r in RATES}}
-                line = "  ".join(f"{r} " + " ".join(f"{results[key][held][r][m]:.3f}" for m in HEADLINE)
-                                 for r in RATES)
-                print(f"{key:18s} {held:14s} l2={l2:<5g} {line}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+                print(f"{key:18s} {held:14s} l2={l2:<5g} {fold_line(results[key][held])}  "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
             args.out.write_text(json.dumps(results, indent=1, default=float))
     print("headline order:", ", ".join(HEADLINE), "; written", args.out)
     return 0

@@ -195,11 +195,15 @@ def main(argv=None) -> int:
                 train, test = np.isin(corpora, train_corpora), corpora == held
                 probs = fit_score(normalised(x, speakers, train, norm), y, train, test, corpora, l2=l2)
                 results[key][held] = {"l2": l2, **{r: figures(probs[r], y[test], speakers[test]) for r in RATES}}
-                line = "  ".join(f"{r} " + " ".join(f"{results[key][held][r][m]:.3f}" for m in HEADLINE) for r in RATES)
-                print(f"{key:18s} {held:14s} l2={l2:<5g} {line}", flush=True)
+                print(f"{key:18s} {held:14s} l2={l2:<5g} {fold_line(results[key][held])}", flush=True)
     args.out.write_text(json.dumps(results, indent=1, default=float))
     print("headline order:", ", ".join(HEADLINE), "; written", args.out)
     return 0
+
+
+def fold_line(fold: dict) -> str:
+    """One held-out corpus's headline figures at every rate, as the scripts print them."""
+    return "  ".join(f"{r} " + " ".join(f"{fold[r][m]:.3f}" for m in HEADLINE) for r in RATES)
 
 
 if __name__ == "__main__":
